@@ -1,0 +1,24 @@
+// The example of README.md, kept compiling and true.
+#include <catch2/catch.hpp>
+
+#include <meshplan/meshplan.hpp>
+
+namespace mp = meshplan;
+
+TEST_CASE("README example", "[readme]") {
+  using Mesh = mp::DeviceMesh<mp::Axis<"dp">, mp::Axis<"ep", 4>, mp::Axis<"tp", 2>>;
+  using GateUp = mp::Layout<Mesh, mp::Extents<128, 1536, 2048>, mp::Replicate, mp::Shard<0>, mp::StridedShard<1, 2>>;
+
+  Mesh mesh{2};
+  GateUp w{mesh, {}};
+  CHECK(w.local_extents(5) == std::array<mp::index_t, 3>{32, 768, 2048});
+  STATIC_REQUIRE(std::is_same_v<decltype(w.local_extent<1>(5)), mp::C<768>>);
+  CHECK(mesh.group<"dp", "ep">(5).members == std::vector<mp::index_t>{1, 3, 5, 7, 9, 11, 13, 15});
+
+  using Full = mp::Layout<Mesh, mp::Extents<128, 1536, 2048>, mp::Replicate, mp::Replicate, mp::Replicate>;
+  STATIC_REQUIRE(mp::redistribution<GateUp, Full>::uses(mp::Collective::all_gather));
+
+  CHECK_THROWS_WITH(mp::MeshSpec::parse("ep=4,ep=2"),
+                    "meshplan [axis_names_unique]: mesh axis name 'ep' is used twice (axes 0 and 1); every axis "
+                    "needs its own name");
+}
