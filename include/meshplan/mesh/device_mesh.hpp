@@ -121,8 +121,9 @@ class DeviceMesh {
 
   /// The index of the axis called `name`; an unknown name throws RuleViolation.
   static constexpr std::size_t index_of(std::string_view name) {
-    enforce(mesh_rules::axis_known(names, name));
-    return find_axis_static(name);
+    std::size_t a = find_axis_static(name);
+    if (a == no_axis) throw RuleViolation(mesh_rules::axis_known(names, name));
+    return a;
   }
 
   /// Size of axis `Name`: C<n> when static.

@@ -71,8 +71,9 @@ class MeshSpec {
   index_t size() const noexcept { return world_size(*this); }
 
   std::size_t index_of(std::string_view name) const {
-    enforce(mesh_rules::axis_known(name_views(), name));
-    return find_axis(*this, name);
+    std::size_t a = find_axis(*this, name);
+    if (a == no_axis) throw RuleViolation(mesh_rules::axis_known(name_views(), name));
+    return a;
   }
   bool has_axis(std::string_view name) const noexcept { return find_axis(*this, name) != no_axis; }
   index_t size(std::string_view name) const { return sizes_[index_of(name)]; }
