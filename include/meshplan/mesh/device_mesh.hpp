@@ -120,11 +120,7 @@ class DeviceMesh {
   }
 
   /// The index of the axis called `name`; an unknown name throws RuleViolation.
-  static constexpr std::size_t index_of(std::string_view name) {
-    std::size_t a = find_axis_static(name);
-    if (a == no_axis) throw RuleViolation(mesh_rules::axis_known(names, name));
-    return a;
-  }
+  constexpr std::size_t index_of(std::string_view name) const { return axis_index(*this, name); }
 
   /// Size of axis `Name`: C<n> when static.
   template <fixed_string Name>
@@ -168,7 +164,7 @@ class DeviceMesh {
     constexpr std::array<std::string_view, sizeof...(Names)> group_names{Names.view()...};
     static_assert(rule_check<mesh_rules::group_axes_distinct(group_names)>::passed);
     constexpr std::array<std::size_t, sizeof...(Names)> axes{index_of<Names>()...};
-    return make_group(*this, rank, axes);
+    return make_group(*this, rank, std::span<const std::size_t>(axes));
   }
 
   Group group(index_t rank, std::initializer_list<std::string_view> axis_names) const {
@@ -176,10 +172,7 @@ class DeviceMesh {
   }
 
   Group group(index_t rank, std::span<const std::string_view> axis_names) const {
-    enforce(mesh_rules::group_axes_distinct(axis_names));
-    std::vector<std::size_t> axes;
-    for (auto n : axis_names) axes.push_back(index_of(n));
-    return make_group(*this, rank, axes);
+    return make_group(*this, rank, axis_names);
   }
 
   friend constexpr bool operator==(const DeviceMesh&, const DeviceMesh&) = default;

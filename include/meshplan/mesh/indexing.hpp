@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <span>
 #include <string_view>
+#include <vector>
 
 #include "meshplan/core/diagnostic.hpp"
 #include "meshplan/core/size.hpp"
@@ -40,6 +41,18 @@ constexpr std::size_t find_axis(const M& m, std::string_view name) {
   for (std::size_t a = 0; a < m.ndim(); ++a)
     if (std::string_view(m.axis_name(a)) == name) return a;
   return no_axis;
+}
+
+/// The index of the axis called `name`; throws RuleViolation (axis_known) if none is.
+template <MeshShape M>
+constexpr std::size_t axis_index(const M& m, std::string_view name) {
+  std::size_t a = find_axis(m, name);
+  if (a == no_axis) {
+    std::vector<std::string_view> names;
+    for (std::size_t i = 0; i < m.ndim(); ++i) names.push_back(m.axis_name(i));
+    throw RuleViolation(mesh_rules::axis_known(names, name));
+  }
+  return a;
 }
 
 /// Distance in ranks between neighbours along `axis`.
@@ -105,6 +118,15 @@ Group make_group(const M& m, index_t rank, std::span<const std::size_t> axes) {
   for (index_t i = 0; i < n; ++i) g.members.push_back(group_member(m, rank, axes, i));
   g.rank = group_rank(m, rank, axes);
   return g;
+}
+
+/// The group of `rank` along the axes called `axis_names`.
+template <MeshShape M>
+Group make_group(const M& m, index_t rank, std::span<const std::string_view> axis_names) {
+  enforce(mesh_rules::group_axes_distinct(axis_names));
+  std::vector<std::size_t> axes;
+  for (auto name : axis_names) axes.push_back(axis_index(m, name));
+  return make_group(m, rank, std::span<const std::size_t>(axes));
 }
 
 }  // namespace meshplan

@@ -70,11 +70,7 @@ class MeshSpec {
   index_t axis_size(std::size_t axis) const noexcept { return sizes_[axis]; }
   index_t size() const noexcept { return world_size(*this); }
 
-  std::size_t index_of(std::string_view name) const {
-    std::size_t a = find_axis(*this, name);
-    if (a == no_axis) throw RuleViolation(mesh_rules::axis_known(name_views(), name));
-    return a;
-  }
+  std::size_t index_of(std::string_view name) const { return axis_index(*this, name); }
   bool has_axis(std::string_view name) const noexcept { return find_axis(*this, name) != no_axis; }
   index_t size(std::string_view name) const { return sizes_[index_of(name)]; }
 
@@ -90,10 +86,7 @@ class MeshSpec {
     return group(rank, std::span<const std::string_view>(axis_names.begin(), axis_names.size()));
   }
   Group group(index_t rank, std::span<const std::string_view> axis_names) const {
-    enforce(mesh_rules::group_axes_distinct(axis_names));
-    std::vector<std::size_t> axes;
-    for (auto n : axis_names) axes.push_back(index_of(n));
-    return make_group(*this, rank, axes);
+    return make_group(*this, rank, axis_names);
   }
 
   /// "dp=2,ep=4"
