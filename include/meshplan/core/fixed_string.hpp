@@ -17,7 +17,7 @@ struct fixed_string {
 
   constexpr fixed_string() = default;
   constexpr fixed_string(const char (&text)[N + 1]) noexcept {
-    for (std::size_t i = 0; i < N; ++i) chars[i] = text[i];
+    for (std::size_t i = 0; i != N; ++i) chars[i] = text[i];
   }
 
   static constexpr std::size_t size() noexcept { return N; }
@@ -33,5 +33,18 @@ struct fixed_string {
 
 template <std::size_t N>
 fixed_string(const char (&)[N]) -> fixed_string<N - 1>;
+
+/// Concatenation, for names built from parts ("layers.*.mlp" + ".gate_proj").
+template <std::size_t N, std::size_t M>
+constexpr fixed_string<N + M> operator+(const fixed_string<N>& a, const fixed_string<M>& b) noexcept {
+  fixed_string<N + M> r;
+  for (std::size_t i = 0; i != N; ++i) r.chars[i] = a.chars[i];
+  for (std::size_t i = 0; i != M; ++i) r.chars[N + i] = b.chars[i];
+  return r;
+}
+template <std::size_t N, std::size_t M>
+constexpr fixed_string<N + M - 1> operator+(const fixed_string<N>& a, const char (&b)[M]) noexcept {
+  return a + fixed_string<M - 1>(b);
+}
 
 }  // namespace meshplan

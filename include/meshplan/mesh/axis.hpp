@@ -23,6 +23,9 @@ template <fixed_string Name, index_t Size = dynamic>
 struct Axis {
   static_assert(rule_check<detail::check_axis(Name.view(), Size)>::passed);
 
+  /// Marks the type as an Axis (nvcc cannot match partial specializations on class-type
+  /// template arguments such as fixed_string, so membership is tested by this tag).
+  using meshplan_axis_tag = void;
   static constexpr fixed_string name = Name;
   /// The size, or `dynamic`.
   static constexpr index_t static_size = Size;
@@ -30,9 +33,7 @@ struct Axis {
 };
 
 template <class T>
-inline constexpr bool is_axis_v = false;
-template <fixed_string Name, index_t Size>
-inline constexpr bool is_axis_v<Axis<Name, Size>> = true;
+inline constexpr bool is_axis_v = requires { typename T::meshplan_axis_tag; };
 
 /// An `Axis<"name", size>` or `Axis<"name">`.
 template <class T>

@@ -1,0 +1,118 @@
+#pragma once
+// Building blocks of the built-in plans: the entries for one part of a model under one
+// kind of parallelism. Family plans (qwen3_moe.hpp, ...) put them together with plan_cat_t.
+
+#include "meshplan/core/fixed_string.hpp"
+#include "meshplan/plan/plan.hpp"
+#include "meshplan/plan/style.hpp"
+
+namespace meshplan::plans::parts {
+
+using namespace meshplan::styles;
+
+// ---- Embeddings, final norm, output embedding --------------------------------------------
+struct replicated_ends :
+    Plan<Entry<"embed_tokens", replicate>, Entry<"norm", replicate>, Entry<"lm_head", replicate>> {};
+
+/// Vocab-parallel embedding (all-reduce) and an output embedding gathered to full logits.
+template <fixed_string TP>
+struct tp_ends : Plan<Entry<"embed_tokens", vocab_parallel<TP>>, Entry<"norm", replicate>,
+                     Entry<"lm_head", colwise_gather_output<TP>>> {};
+
+/// Sequence parallel: the embedding reduce-scatters onto the sequence, the final norm runs
+/// on sequence shards, and the output embedding gathers its input first.
+template <fixed_string TP>
+struct sp_ends : Plan<Entry<"embed_tokens", vocab_parallel_reduce_scatter<TP>>, Entry<"norm", sequence_parallel<TP>>,
+                     Entry<"lm_head", colwise_gather_output<TP>>, Entry<"lm_head", gather_input<TP>>> {};
+
+// ---- Layer norms --------------------------------------------------------------------------
+struct replicated_layer_norms :
+    Plan<Entry<"layers.*.input_layernorm", replicate>, Entry<"layers.*.post_attention_layernorm", replicate>> {};
+
+template <fixed_string TP>
+struct sp_layer_norms : Plan<Entry<"layers.*.input_layernorm", sequence_parallel<TP>>,
+                            Entry<"layers.*.post_attention_layernorm", sequence_parallel<TP>>> {};
+
+// ---- Attention (grouped-query: Qwen3, Qwen3-MoE, Mixtral) ---------------------------------
+struct replicated_gqa : Plan<Entry<"layers.*.self_attn.q_proj", replicate>, Entry<"layers.*.self_attn.k_proj", replicate>,
+                            Entry<"layers.*.self_attn.v_proj", replicate>, Entry<"layers.*.self_attn.o_proj", replicate>> {};
+
+template <fixed_string TP>
+struct tp_gqa : Plan<Entry<"layers.*.self_attn.q_proj", colwise<TP>>, Entry<"layers.*.self_attn.k_proj", colwise<TP>>,
+                    Entry<"layers.*.self_attn.v_proj", colwise<TP>>, Entry<"layers.*.self_attn.o_proj", rowwise<TP>>> {};
+
+/// Sequence parallel attention: gather the sequence on entry, reduce-scatter on exit.
+template <fixed_string TP>
+struct sp_gqa : Plan<Entry<"layers.*.self_attn", gather_input<TP>>, Entry<"layers.*.self_attn.q_proj", colwise<TP>>,
+                    Entry<"layers.*.self_attn.k_proj", colwise<TP>>, Entry<"layers.*.self_attn.v_proj", colwise<TP>>,
+                    Entry<"layers.*.self_attn.o_proj", rowwise_reduce_scatter<TP>>> {};
+
+/// Qwen3's per-head q/k norms.
+struct replicated_qk_norms : Plan<Entry<"layers.*.self_attn.q_norm", replicate>, Entry<"layers.*.self_attn.k_norm", replicate>> {};
+
+/// On head-sharded activations the norm weights see a part of the heads: their grads are
+/// all-reduced over the axis.
+template <fixed_string TP>
+struct tp_qk_norms : Plan<Entry<"layers.*.self_attn.q_norm", replicated_with_grad_allreduce<TP>>,
+                         Entry<"layers.*.self_attn.k_norm", replicated_with_grad_allreduce<TP>>> {};
+
+// ---- Attention (DeepSeek-V3's multi-head latent attention) --------------------------------
+/// The low-rank down-projections and their norms stay whole; the up-projections split heads.
+struct mla_latents : Plan<Entry<"layers.*.self_attn.q_a_proj", replicate>, Entry<"layers.*.self_attn.q_a_layernorm", replicate>,
+                         Entry<"layers.*.self_attn.kv_a_proj_with_mqa", replicate>,
+                         Entry<"layers.*.self_attn.kv_a_layernorm", replicate>> {};
+
+struct replicated_mla : plan_cat_t<mla_latents, Plan<Entry<"layers.*.self_attn.q_b_proj", replicate>,
+                                                    Entry<"layers.*.self_attn.kv_b_proj", replicate>,
+                                                    Entry<"layers.*.self_attn.o_proj", replicate>>> {};
+
+template <fixed_string TP>
+struct tp_mla : plan_cat_t<mla_latents, Plan<Entry<"layers.*.self_attn.q_b_proj", colwise<TP>>,
+                                            Entry<"layers.*.self_attn.kv_b_proj", colwise<TP>>,
+                                            Entry<"layers.*.self_attn.o_proj", rowwise<TP>>>> {};
+
+template <fixed_string TP>
+struct sp_mla : plan_cat_t<mla_latents, Plan<Entry<"layers.*.self_attn", gather_input<TP>>,
+                                            Entry<"layers.*.self_attn.q_b_proj", colwise<TP>>,
+                                            Entry<"layers.*.self_attn.kv_b_proj", colwise<TP>>,
+                                            Entry<"layers.*.self_attn.o_proj", rowwise_reduce_scatter<TP>>>> {};
+
+// ---- Dense MLPs (Qwen3, DeepSeek-V3's first layers and shared experts) --------------------
+template <fixed_string Prefix>
+struct replicated_mlp : Plan<Entry<Prefix + ".gate_proj", replicate>, Entry<Prefix + ".up_proj", replicate>,
+                            Entry<Prefix + ".down_proj", replicate>> {};
+
+template <fixed_string Prefix, fixed_string TP>
+struct tp_mlp : Plan<Entry<Prefix + ".gate_proj", colwise<TP>>, Entry<Prefix + ".up_proj", colwise<TP>>,
+                    Entry<Prefix + ".down_proj", rowwise<TP>>> {};
+
+template <fixed_string Prefix, fixed_string TP>
+struct sp_mlp : Plan<Entry<Prefix + ".gate_proj", colwise<TP>>, Entry<Prefix + ".up_proj", colwise<TP>>,
+                    Entry<Prefix + ".down_proj", rowwise_reduce_scatter<TP>>> {};
+
+// ---- Mixture of experts -------------------------------------------------------------------
+struct replicated_router : Plan<Entry<"layers.*.mlp.gate", replicate>> {};
+template <fixed_string EP>
+struct ep_router : Plan<Entry<"layers.*.mlp.gate", router<EP>>> {};
+
+/// Experts split over an EP axis; routed rows travel by all-to-all-v.
+template <fixed_string EP>
+struct ep_experts : Plan<Entry<"layers.*.mlp.experts", moe_experts<EP>>> {};
+/// Every expert's intermediate dim split over a TP axis (gate_up as [gate_t | up_t]).
+template <fixed_string TP>
+struct tp_experts : Plan<Entry<"layers.*.mlp.experts", expert_tp<TP>>> {};
+template <fixed_string TP>
+struct sp_experts : Plan<Entry<"layers.*.mlp.experts", expert_tp_reduce_scatter<TP>>> {};
+/// Expert tensor parallelism: experts over EP, each expert's intermediate dim over TP.
+template <fixed_string EP, fixed_string TP>
+struct ep_etp_experts : Plan<Entry<"layers.*.mlp.experts", moe_experts<EP>, expert_tp<TP>>> {};
+
+/// Sequence-parallel entry and exit of every MLP block.
+template <fixed_string TP>
+struct sp_mlp_scope : Plan<Entry<"layers.*.mlp", gather_input<TP>>> {};
+/// Replicated tokens split over TP on entry to the MoE block and gathered on exit, so
+/// that TP ranks route disjoint tokens instead of computing the same ones.
+template <fixed_string TP>
+struct token_split_mlp_scope : Plan<Entry<"layers.*.mlp", split_input<TP>, gather_output<TP>>> {};
+
+}  // namespace meshplan::plans::parts

@@ -1,0 +1,306 @@
+#pragma once
+// The cost model of a plan: per rank, the bytes of parameters, and per layer the bytes of
+// every collective the plan implies in forward and in backward, for a dtype, a number of
+// tokens and the model's top-k.
+//
+// Tokens: `tokens` is what one rank holds when no axis splits the sequence: the
+// micro-batch of one tensor-parallel group (data and expert parallel axes have already
+// split the batch). Where a plan splits tokens over a model axis (sequence parallelism, or
+// a token split on entry to the MoE block), a rank holds `tokens / size` there.
+//
+// Bytes: `payload` is the size of the whole tensor a collective reduces or gathers;
+// `sent` is what each rank sends with ring algorithms: all_reduce 2(n-1)/n of the payload,
+// all_gather and reduce_scatter (n-1)/n, all_to_all (n-1)/n (routing assumed uniform, so
+// that share of the rows goes to other ranks).
+//
+// Forward collectives come from the styles: rowwise all-reduces (or reduce-scatters) its
+// partial sums, vocab-parallel embeddings all-reduce, colwise_gather_output all-gathers,
+// gather hooks all-gather, expert parallelism all-to-alls the routed rows out and back,
+// expert tensor parallelism all-reduces the combined output, loss_parallel all-reduces
+// three fp32 values per token. Backward: every activation that is replicated on an axis
+// and read by a module with split weights gets a partial gradient, reduced once per
+// activation (all-reduce, or reduce-scatter where a gather hook produced it); the adjoint
+// of a reduce-scatter is an all-gather, of a token split an all-gather, of an all-to-all
+// an all-to-all. Gradients of parameters that are replicated on an axis where their
+// inputs differ between ranks (data, expert or sequence parallel axes, head-sharded
+// norms) are all-reduced once per training step.
+
+#include <cstddef>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "meshplan/core/dtype.hpp"
+#include "meshplan/core/size.hpp"
+#include "meshplan/mesh/mesh_spec.hpp"
+#include "meshplan/model/flow.hpp"
+#include "meshplan/model/inventory.hpp"
+#include "meshplan/model/model_spec.hpp"
+#include "meshplan/placement/redistribute.hpp"
+#include "meshplan/plan/activation_check.hpp"
+#include "meshplan/plan/lower.hpp"
+#include "meshplan/plan/param_placement.hpp"
+#include "meshplan/plan/plan.hpp"
+#include "meshplan/plan/validate.hpp"
+
+namespace meshplan {
+
+struct CostInputs {
+  DType dtype = DType::bf16;
+  index_t tokens = 4096;
+  index_t top_k = 0;  // 0: the model's num_experts_per_tok
+};
+
+struct CollectiveCost {
+  std::string where;
+  std::string axis;
+  Collective collective;
+  index_t group = 1;
+  double payload_bytes = 0;
+  double sent_bytes = 0;  // per rank
+};
+
+struct CostSection {
+  std::string name;
+  index_t count = 1;  // how many times the section runs (layers of this kind)
+  std::vector<CollectiveCost> forward;
+  std::vector<CollectiveCost> backward;
+
+  static double sent(const std::vector<CollectiveCost>& cs) {
+    double s = 0;
+    for (const auto& c : cs) s += c.sent_bytes;
+    return s;
+  }
+};
+
+/// EP by all-to-all-v next to transformers' EP, which runs the whole batch of the EP group
+/// on every EP rank, masks the experts it does not hold and all-reduces the full output.
+struct EpComparison {
+  std::string axis;
+  index_t ep = 1;
+  index_t tokens = 0;            // tokens a rank routes here
+  double all_to_all_sent = 0;    // ours, per MoE layer forward, per rank (dispatch + combine)
+  double all_reduce_sent = 0;    // transformers', per MoE layer forward, per rank
+  index_t redundant_attention = 1;  // transformers' EP also repeats attention this many times
+};
+
+struct CostReport {
+  CostInputs inputs;
+  index_t top_k = 0;
+  double param_bytes = 0;      // per rank
+  double grad_sync_bytes = 0;  // per training step, per rank
+  std::vector<CostSection> sections;
+  std::vector<EpComparison> ep;
+
+  /// Forward plus backward bytes each rank sends for one micro-batch through all layers.
+  double sent_per_step() const {
+    double s = 0;
+    for (const auto& sec : sections)
+      s += static_cast<double>(sec.count) * (CostSection::sent(sec.forward) + CostSection::sent(sec.backward));
+    return s;
+  }
+};
+
+namespace detail {
+constexpr double ring_share(Collective c, index_t n) noexcept {
+  if (n <= 1) return 0;
+  const double f = static_cast<double>(n - 1) / static_cast<double>(n);
+  return c == Collective::all_reduce ? 2 * f : f;
+}
+
+/// The width of the activation a parameter step writes and the one it reads.
+constexpr index_t out_width(const ParamInfo& p, const ModelSpec& m) noexcept {
+  switch (p.kind) {
+    case ParamKind::linear:
+    case ParamKind::lm_head: return p.dims[0].extent;
+    case ParamKind::embedding: return m.hidden_size;
+    case ParamKind::experts_gate_up: return p.dims[1].extent;
+    default: return m.hidden_size;
+  }
+}
+constexpr index_t in_width(const ParamInfo& p, const ModelSpec& m) noexcept {
+  switch (p.kind) {
+    case ParamKind::linear: return p.dims[1].extent;
+    default: return m.hidden_size;
+  }
+}
+
+/// Styles that read a replicated activation with split weights: the activation's gradient
+/// is partial over the axis.
+constexpr bool reads_replicated_with_split_weights(StyleKind k, ParamKind p) noexcept {
+  switch (k) {
+    case StyleKind::colwise:
+    case StyleKind::packed_colwise:
+    case StyleKind::colwise_gather_output:
+    case StyleKind::loss_parallel: return true;
+    case StyleKind::vocab_parallel:
+    case StyleKind::vocab_parallel_reduce_scatter: return false;  // token ids have no gradient
+    case StyleKind::expert_tp:
+    case StyleKind::expert_tp_reduce_scatter: return p == ParamKind::experts_gate_up;
+    default: return false;
+  }
+}
+}  // namespace detail
+
+inline CostReport cost_model(const ModelSpec& model, const MeshSpec& mesh, std::span<const EntrySpec> plan,
+                             CostInputs inputs, index_t rank = 0) {
+  validate(model, mesh, plan);
+  const MeshSpecView view(mesh);
+  const std::vector<ParamInfo> params = inventory(model);
+  std::vector<std::size_t> entry_of(params.size());
+  for (std::size_t i = 0; i < params.size(); ++i) entry_of[i] = match_param(params[i].name, plan).first;
+  const std::vector<FlowStep> flow = activation_flow(model);
+  const std::size_t nax = mesh.ndim();
+
+  // What every step does on every axis.
+  std::vector<std::vector<std::optional<StepOnAxis>>> at(flow.size(), std::vector<std::optional<StepOnAxis>>(nax));
+  enforce(walk_activation_flow(model, view.view(), plan, params, entry_of, flow,
+                               [&](const StepOnAxis& s) { at[s.step][s.axis] = s; }));
+
+  std::vector<bool> model_axis(nax);
+  for (std::size_t a = 0; a < nax; ++a) model_axis[a] = detail::axis_splits_model(plan, mesh.axis_name(a));
+
+  const double b = static_cast<double>(size_of(inputs.dtype));
+  const index_t k = inputs.top_k > 0 ? inputs.top_k : model.num_experts_per_tok;
+  // Tokens a rank holds at a step when axis `whole` (no_axis: none) is taken as replicated.
+  auto tokens_at = [&](std::size_t step, std::size_t whole) {
+    double t = static_cast<double>(inputs.tokens);
+    for (std::size_t a = 0; a < nax; ++a)
+      if (a != whole && model_axis[a] && at[step][a] && at[step][a]->in == Act::shard_seq)
+        t /= static_cast<double>(mesh.axis_size(a));
+    return t;
+  };
+  auto param_of = [&](std::string_view name) -> const ParamInfo* {
+    for (const auto& p : params)
+      if (p.name == name) return &p;
+    return nullptr;
+  };
+
+  CostReport report;
+  report.inputs = inputs;
+  report.top_k = k;
+  report.sections = {{"embedding, final norm, output and loss", 1, {}, {}},
+                     {"dense layer", model.dense_layers(), {}, {}},
+                     {"MoE layer", model.moe_layers(), {}, {}}};
+
+  // Slots whose partial gradient has been charged on an axis, and slots a gather hook wrote.
+  std::vector<std::pair<std::string_view, std::size_t>> charged, gathered;
+  auto contains = [](const auto& v, std::string_view slot, std::size_t a) {
+    for (const auto& [s, x] : v)
+      if (s == slot && x == a) return true;
+    return false;
+  };
+
+  for (std::size_t i = 0; i < flow.size(); ++i) {
+    const FlowStep& step = flow[i];
+    CostSection& section = report.sections[static_cast<std::size_t>(step.section)];
+    const ParamInfo* p = step.kind == FlowStepKind::param ? param_of(step.name) : nullptr;
+    for (std::size_t a = 0; a < nax; ++a) {
+      if (!at[i][a] || !at[i][a]->style) continue;
+      const StyleSpec& style = *at[i][a]->style;
+      const index_t n = mesh.axis_size(a);
+      const double t = tokens_at(i, a);
+      auto add = [&](std::vector<CollectiveCost>& to, Collective c, double payload, std::string where) {
+        if (n <= 1 || payload <= 0) return;
+        to.push_back({std::move(where), std::string(mesh.axis_name(a)), c, n, payload,
+                      payload * detail::ring_share(c, n)});
+      };
+      std::string where(step.name);
+      if (step.kind == FlowStepKind::scope_enter) where += " (entry)";
+      if (step.kind == FlowStepKind::scope_exit) where += " (exit)";
+
+      if (step.kind == FlowStepKind::scope_enter || step.kind == FlowStepKind::scope_exit) {
+        const double payload = t * static_cast<double>(model.hidden_size) * b;
+        if (style.from == Act::shard_seq && style.to == Act::replicate) {
+          add(section.forward, Collective::all_gather, payload, where);
+          gathered.emplace_back(step.out, a);  // its backward is charged where the gradient is partial
+        } else if (style.from == Act::replicate && style.to == Act::shard_seq) {
+          add(section.backward, Collective::all_gather, payload, where);
+        }
+        continue;
+      }
+      if (step.kind == FlowStepKind::loss) {
+        if (style.kind == StyleKind::loss_parallel) add(section.forward, Collective::all_reduce, 3 * t * 4, where);
+        continue;
+      }
+      if (!p) continue;
+      const double out_payload = t * static_cast<double>(detail::out_width(*p, model)) * b;
+      const double hidden_payload = t * static_cast<double>(model.hidden_size) * b;
+      const bool output_embedding = p->kind == ParamKind::embedding && step.in != input_slot;
+      switch (style.kind) {
+        case StyleKind::rowwise: add(section.forward, Collective::all_reduce, out_payload, where); break;
+        case StyleKind::rowwise_reduce_scatter:
+          add(section.forward, Collective::reduce_scatter, out_payload, where);
+          add(section.backward, Collective::all_gather, out_payload, where);
+          break;
+        case StyleKind::vocab_parallel:
+          if (!output_embedding) add(section.forward, Collective::all_reduce, hidden_payload, where);
+          break;
+        case StyleKind::vocab_parallel_reduce_scatter:
+          if (!output_embedding) {
+            add(section.forward, Collective::reduce_scatter, hidden_payload, where);
+            add(section.backward, Collective::all_gather, hidden_payload, where);
+          }
+          break;
+        case StyleKind::colwise_gather_output: add(section.forward, Collective::all_gather, out_payload, where); break;
+        case StyleKind::expert_tp:
+          if (p->kind == ParamKind::experts_down) add(section.forward, Collective::all_reduce, hidden_payload, where);
+          break;
+        case StyleKind::expert_tp_reduce_scatter:
+          if (p->kind == ParamKind::experts_down) {
+            add(section.forward, Collective::reduce_scatter, hidden_payload, where);
+            add(section.backward, Collective::all_gather, hidden_payload, where);
+          }
+          break;
+        case StyleKind::moe_experts: {
+          const double rows = t * static_cast<double>(k) * static_cast<double>(model.hidden_size) * b;
+          const bool dispatch = p->kind == ParamKind::experts_gate_up;
+          std::string what = dispatch ? "layers.*.mlp.experts (dispatch)" : "layers.*.mlp.experts (combine)";
+          if (dispatch)
+            add(section.forward, Collective::all_to_all, static_cast<double>(model.num_experts) * 8,
+                "layers.*.mlp.experts (counts)");
+          add(section.forward, Collective::all_to_all, rows, what);
+          add(section.backward, Collective::all_to_all, rows, what);
+          if (dispatch) {
+            const double tokens_here = t;
+            report.ep.push_back({std::string(mesh.axis_name(a)), n, static_cast<index_t>(tokens_here),
+                                 2 * rows * detail::ring_share(Collective::all_to_all, n),
+                                 tokens_here * static_cast<double>(n) * static_cast<double>(model.hidden_size) * b *
+                                     detail::ring_share(Collective::all_reduce, n),
+                                 n});
+          }
+          break;
+        }
+        default: break;
+      }
+      // The input's gradient is partial over this axis: reduce it once per activation.
+      if (at[i][a]->in == Act::replicate && detail::reads_replicated_with_split_weights(style.kind, p->kind) &&
+          !contains(charged, step.in, a)) {
+        charged.emplace_back(step.in, a);
+        const double in_payload = t * static_cast<double>(detail::in_width(*p, model)) * b;
+        add(section.backward, contains(gathered, step.in, a) ? Collective::reduce_scatter : Collective::all_reduce,
+            in_payload, where);
+      }
+    }
+  }
+
+  // Parameter bytes and the per-step gradient all-reduces.
+  for (const LoweredParam& l : lower(model, mesh, plan, rank)) {
+    const double bytes = static_cast<double>(l.local_elements()) * static_cast<double>(l.info.count) * b;
+    report.param_bytes += bytes;
+    // The flow step of this parameter's module shows what its inputs look like.
+    for (std::size_t i = 0; i < flow.size(); ++i) {
+      const ParamInfo* p = flow[i].kind == FlowStepKind::param ? param_of(flow[i].name) : nullptr;
+      if (!p || p->module() != l.info.module()) continue;
+      for (std::size_t a = 0; a < nax; ++a)
+        if (at[i][a] && at[i][a]->in != Act::replicate && l.placements[a].is_replicate())
+          report.grad_sync_bytes += bytes * detail::ring_share(Collective::all_reduce, mesh.axis_size(a));
+      break;
+    }
+  }
+  return report;
+}
+
+}  // namespace meshplan
