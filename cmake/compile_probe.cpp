@@ -1,0 +1,1 @@
+// Probe target: its include directories feed the compilation tests (see CMakeLists.txt).
