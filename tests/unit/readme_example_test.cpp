@@ -22,3 +22,14 @@ TEST_CASE("README example", "[readme]") {
                     "meshplan [axis_names_unique]: mesh axis name 'ep' is used twice (axes 0 and 1); every axis "
                     "needs its own name");
 }
+
+TEST_CASE("README plan example", "[readme]") {
+  using Model = mp::models::Qwen3_30B_A3B;
+  using Mesh = mp::DeviceMesh<mp::Axis<"dp">, mp::Axis<"ep", 8>, mp::Axis<"tp", 4>>;
+  using Plan = mp::plans::qwen3_moe::ep_sp<"ep", "tp">;
+  STATIC_REQUIRE(mp::validate<Model, Mesh, Plan>());
+  STATIC_REQUIRE_FALSE(mp::valid_plan_v<Model, mp::DeviceMesh<mp::Axis<"tp", 8>>, mp::plans::qwen3_moe::tp<>>);
+  CHECK(mp::detail::check_static<Model, mp::DeviceMesh<mp::Axis<"tp", 8>>, mp::plans::qwen3_moe::tp<>>().view() ==
+        "meshplan [kv_heads_divisible]: num_key_value_heads (4) is not divisible by 8 (mesh axis 'tp'), which shards "
+        "dim 0 of 'layers.*.self_attn.k_proj.weight'");
+}

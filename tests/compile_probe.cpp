@@ -1,1 +1,0 @@
-// Probe target: its include directories feed the compilation tests (see CMakeLists.txt).

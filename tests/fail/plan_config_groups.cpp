@@ -1,0 +1,21 @@
+// Rule config_groups: the bad line must fail with the message below; its twin must compile.
+// expect-error: meshplan \[config_groups\]: n_group \(3\) must divide the number of routed experts \(16\)
+#include "meshplan/model/presets.hpp"
+#include "meshplan/plan/builtin/registry.hpp"
+#include "meshplan/plan/validate.hpp"
+
+namespace mp = meshplan;
+namespace st = mp::styles;
+using namespace mp::plans;
+struct Bad {
+  static constexpr mp::ModelSpec spec{.family = mp::Family::deepseek_v3, .hidden_size = 64, .num_hidden_layers = 3, .num_attention_heads = 8, .num_key_value_heads = 8, .head_dim = 0, .vocab_size = 256, .intermediate_size = 128, .num_experts = 16, .num_experts_per_tok = 4, .moe_intermediate_size = 32, .norm_topk_prob = true, .first_k_dense_replace = 1, .n_shared_experts = 1, .routed_scaling_factor = 2.5, .n_group = 3, .topk_group = 2, .q_lora_rank = 32, .kv_lora_rank = 16, .qk_nope_head_dim = 8, .qk_rope_head_dim = 8, .v_head_dim = 8};
+};
+struct Good {
+  static constexpr mp::ModelSpec spec{.family = mp::Family::deepseek_v3, .hidden_size = 64, .num_hidden_layers = 3, .num_attention_heads = 8, .num_key_value_heads = 8, .head_dim = 0, .vocab_size = 256, .intermediate_size = 128, .num_experts = 16, .num_experts_per_tok = 4, .moe_intermediate_size = 32, .norm_topk_prob = true, .first_k_dense_replace = 1, .n_shared_experts = 1, .routed_scaling_factor = 2.5, .n_group = 4, .topk_group = 2, .q_lora_rank = 32, .kv_lora_rank = 16, .qk_nope_head_dim = 8, .qk_rope_head_dim = 8, .v_head_dim = 8};
+};
+
+#ifdef MESHPLAN_FAIL
+static_assert(mp::validate<Bad, mp::DeviceMesh<mp::Axis<"ep", 8>>, deepseek_v3::ep<>>());
+#else
+static_assert(mp::validate<Good, mp::DeviceMesh<mp::Axis<"ep", 8>>, deepseek_v3::ep<>>());
+#endif

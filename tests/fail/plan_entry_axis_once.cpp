@@ -1,0 +1,15 @@
+// Rule entry_axis_once: the bad line must fail with the message below; its twin must compile.
+// expect-error: meshplan \[entry_axis_once\]: plan entry 'embed_tokens' gives mesh axis 'ep' two styles
+#include "meshplan/model/presets.hpp"
+#include "meshplan/plan/builtin/registry.hpp"
+#include "meshplan/plan/validate.hpp"
+
+namespace mp = meshplan;
+namespace st = mp::styles;
+using namespace mp::plans;
+
+#ifdef MESHPLAN_FAIL
+static_assert(mp::validate<mp::models::TinyQwen3Moe, mp::DeviceMesh<mp::Axis<"ep", 8>>, mp::plan_cat_t<mp::Plan<mp::Entry<"embed_tokens", st::vocab_parallel<"ep">, st::vocab_parallel_reduce_scatter<"ep">>>, mp::Plan<mp::Entry<"norm", st::replicate>, mp::Entry<"lm_head", st::replicate>>, parts::replicated_layer_norms, parts::replicated_gqa, parts::replicated_qk_norms, parts::ep_router<"ep">, parts::ep_experts<"ep">>>());
+#else
+static_assert(mp::validate<mp::models::TinyQwen3Moe, mp::DeviceMesh<mp::Axis<"ep", 8>>, mp::plan_cat_t<mp::Plan<mp::Entry<"embed_tokens", st::replicate>>, mp::Plan<mp::Entry<"norm", st::replicate>, mp::Entry<"lm_head", st::replicate>>, parts::replicated_layer_norms, parts::replicated_gqa, parts::replicated_qk_norms, parts::ep_router<"ep">, parts::ep_experts<"ep">>>());
+#endif

@@ -1,0 +1,21 @@
+// Rule heads_divisible: the bad line must fail with the message below; its twin must compile.
+// expect-error: meshplan \[heads_divisible\]: num_attention_heads \(12\) is not divisible by 8 \(mesh axis 'tp'\), which shards dim 0 of 'layers\.\*\.self_attn\.q_proj\.weight'
+#include "meshplan/model/presets.hpp"
+#include "meshplan/plan/builtin/registry.hpp"
+#include "meshplan/plan/validate.hpp"
+
+namespace mp = meshplan;
+namespace st = mp::styles;
+using namespace mp::plans;
+struct Bad {
+  static constexpr mp::ModelSpec spec{.family = mp::Family::qwen3_moe, .hidden_size = 96, .num_hidden_layers = 2, .num_attention_heads = 12, .num_key_value_heads = 4, .head_dim = 8, .vocab_size = 256, .intermediate_size = 128, .num_experts = 16, .num_experts_per_tok = 4, .moe_intermediate_size = 32, .norm_topk_prob = true};
+};
+struct Good {
+  static constexpr mp::ModelSpec spec{.family = mp::Family::qwen3_moe, .hidden_size = 128, .num_hidden_layers = 2, .num_attention_heads = 16, .num_key_value_heads = 8, .head_dim = 8, .vocab_size = 256, .intermediate_size = 128, .num_experts = 16, .num_experts_per_tok = 4, .moe_intermediate_size = 32, .norm_topk_prob = true};
+};
+
+#ifdef MESHPLAN_FAIL
+static_assert(mp::validate<Bad, mp::DeviceMesh<mp::Axis<"tp", 8>>, qwen3_moe::tp<>>());
+#else
+static_assert(mp::validate<Good, mp::DeviceMesh<mp::Axis<"tp", 8>>, qwen3_moe::tp<>>());
+#endif
