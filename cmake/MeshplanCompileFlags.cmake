@@ -15,16 +15,45 @@ endif()
 # A probe target's include directories are exactly those a user's target would get.
 add_library(meshplan_flags_probe OBJECT EXCLUDE_FROM_ALL "${CMAKE_CURRENT_LIST_DIR}/compile_probe.cpp")
 target_link_libraries(meshplan_flags_probe PRIVATE meshplan::core)
-set(_probe_includes "$<REMOVE_DUPLICATES:$<TARGET_PROPERTY:meshplan_flags_probe,INCLUDE_DIRECTORIES>>")
+# Dependencies' directories are -isystem (one line for the flag, one for the directory:
+# nvcc wants them apart), as CMake makes them for imported targets, so that
+# warnings stay about meshplan's own headers.
+set(_own "${PROJECT_SOURCE_DIR}/include")
+# The compiler's own directories (/usr/include) are left out, as CMake leaves them out:
+# naming them again would reorder the search and break #include_next.
+list(JOIN CMAKE_CXX_IMPLICIT_INCLUDE_DIRECTORIES "|" _implicit)
+string(REGEX REPLACE "([+.])" "\\\\\\1" _implicit "${_implicit}")
+function(_meshplan_include_flags probe out)
+  set(dirs "$<REMOVE_DUPLICATES:$<TARGET_PROPERTY:${probe},INCLUDE_DIRECTORIES>>")
+  set(deps "$<FILTER:${dirs},EXCLUDE,^(${_own}|${_implicit})$>")
+  set(${out} "-I${_own}$<$<BOOL:${deps}>:\n-isystem\n$<JOIN:${deps},\n-isystem\n>>" PARENT_SCOPE)
+endfunction()
+_meshplan_include_flags(meshplan_flags_probe _probe_includes)
 
 set(MESHPLAN_GCC_FLAGS_FILE "${PROJECT_BINARY_DIR}/meshplan-gcc-flags.txt")
 file(GENERATE OUTPUT "${MESHPLAN_GCC_FLAGS_FILE}"
-  CONTENT "-I$<JOIN:${_probe_includes},\n-I>\n$<JOIN:${MESHPLAN_WARNINGS},\n>\n")
+  CONTENT "${_probe_includes}\n$<JOIN:${MESHPLAN_WARNINGS},\n>\n")
+
+# Headers that need MPI (comm/mpi_comm.hpp) compile with meshplan::mpi's directories.
+if(MESHPLAN_HAS_MPI)
+  add_library(meshplan_mpi_flags_probe OBJECT EXCLUDE_FROM_ALL "${CMAKE_CURRENT_LIST_DIR}/compile_probe.cpp")
+  target_link_libraries(meshplan_mpi_flags_probe PRIVATE meshplan::mpi)
+  _meshplan_include_flags(meshplan_mpi_flags_probe _mpi_probe_includes)
+  set(MESHPLAN_GCC_MPI_FLAGS_FILE "${PROJECT_BINARY_DIR}/meshplan-gcc-mpi-flags.txt")
+  file(GENERATE OUTPUT "${MESHPLAN_GCC_MPI_FLAGS_FILE}"
+    CONTENT "${_mpi_probe_includes}\n$<JOIN:${MESHPLAN_WARNINGS},\n>\n")
+endif()
 
 if(MESHPLAN_HAS_CUDA)
   # nvcc: the same directories plus the CUDA toolkit's (for CCCL); host warnings through
   # -Xcompiler; nvcc's own front-end warnings are errors too.
   set(MESHPLAN_NVCC_FLAGS_FILE "${PROJECT_BINARY_DIR}/meshplan-nvcc-flags.txt")
   file(GENERATE OUTPUT "${MESHPLAN_NVCC_FLAGS_FILE}"
-    CONTENT "-I$<JOIN:${_probe_includes};${CUDAToolkit_INCLUDE_DIRS},\n-I>\n-arch=sm_${CMAKE_CUDA_ARCHITECTURES}\n-Xcompiler=-Wall,-Wextra,-Werror\n-Werror=all-warnings\n")
+    CONTENT "${_probe_includes}\n-isystem\n$<JOIN:${CUDAToolkit_INCLUDE_DIRS},\n-isystem\n>\n-arch=sm_${CMAKE_CUDA_ARCHITECTURES}\n-Xcompiler=-Wall,-Wextra,-Werror\n-Werror=all-warnings\n")
+endif()
+
+if(MESHPLAN_HAS_CUDA AND MESHPLAN_HAS_MPI)
+  set(MESHPLAN_NVCC_MPI_FLAGS_FILE "${PROJECT_BINARY_DIR}/meshplan-nvcc-mpi-flags.txt")
+  file(GENERATE OUTPUT "${MESHPLAN_NVCC_MPI_FLAGS_FILE}"
+    CONTENT "${_mpi_probe_includes}\n-isystem\n$<JOIN:${CUDAToolkit_INCLUDE_DIRS},\n-isystem\n>\n-arch=sm_${CMAKE_CUDA_ARCHITECTURES}\n-Xcompiler=-Wall,-Wextra,-Werror\n-Werror=all-warnings\n")
 endif()
