@@ -1,0 +1,332 @@
+#pragma once
+// ThreadComm: N ranks as threads of one process, for tests and for the demo on a machine
+// without GPUs.
+//
+//   mp::ThreadWorld world(8);
+//   world.run([&](mp::ThreadComm& comm) {          // on 8 threads; comm.rank() is 0..7
+//     auto ep = mesh.group<"ep">(comm.rank());
+//     comm.all_to_all_v(send, send_counts, recv, recv_counts, ep, "dispatch");
+//   });                                            // rethrows the first exception of any rank
+//
+// A collective publishes each member's buffers, waits for the group, lets every member read
+// its peers' buffers directly, and waits again before anyone may reuse them. When a rank
+// throws, the world is aborted: every rank waiting in a collective throws CommAborted, so a
+// failure never leaves the others hanging.
+
+#include <atomic>
+#include <concepts>
+#include <condition_variable>
+#include <cstddef>
+#include <cstring>
+#include <exception>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <stdexcept>
+#include <string_view>
+#include <thread>
+#include <type_traits>
+#include <vector>
+
+#include "meshplan/comm/collective_rules.hpp"
+#include "meshplan/comm/communicator.hpp"
+#include "meshplan/comm/ordered_reduce.hpp"
+#include "meshplan/core/diagnostic.hpp"
+#include "meshplan/core/size.hpp"
+#include "meshplan/mesh/group.hpp"
+
+namespace meshplan {
+
+/// Thrown in ranks that wait for a collective after another rank failed.
+class CommAborted : public std::runtime_error {
+ public:
+  CommAborted() : std::runtime_error("meshplan: the collective was abandoned because another rank failed") {}
+};
+
+class ThreadComm;
+
+class ThreadWorld {
+ public:
+  explicit ThreadWorld(index_t size) : size_(size), slots_(static_cast<std::size_t>(size)) {
+    enforce(size >= 1 ? Message{} : Message::rule("world_size_positive") << "a ThreadWorld needs at least 1 rank");
+  }
+
+  index_t size() const noexcept { return size_; }
+
+  /// Runs fn(ThreadComm&) once per rank, each on its own thread, and waits for all. If any
+  /// rank throws, the others are released from their collectives, and the cause (the lowest
+  /// rank's own error, not one reporting another rank's failure) is rethrown here.
+  template <class F>
+  void run(F&& fn);
+
+ private:
+  friend class ThreadComm;
+
+  /// What a member offers to a collective.
+  struct Slot {
+    const void* send = nullptr;
+    std::size_t send_elements = 0;
+    std::size_t element_bytes = 0;
+    const index_t* counts = nullptr;  // all_to_all_v send counts, all_gather_v recv counts
+  };
+
+  struct Barrier {
+    std::mutex m;
+    std::condition_variable cv;
+    index_t arrived = 0;
+    std::uint64_t generation = 0;
+  };
+
+  Barrier& barrier_for(const std::vector<index_t>& members) {
+    std::lock_guard lock(barriers_mutex_);
+    auto& b = barriers_[members];
+    if (!b) b = std::make_unique<Barrier>();
+    return *b;
+  }
+
+  void wait(const Group& g) {
+    Barrier& b = barrier_for(g.members);
+    std::unique_lock lock(b.m);
+    if (aborted_) throw CommAborted();
+    const auto generation = b.generation;
+    if (++b.arrived == g.size()) {
+      b.arrived = 0;
+      ++b.generation;
+      b.cv.notify_all();
+      return;
+    }
+    b.cv.wait(lock, [&] { return b.generation != generation || aborted_; });
+    if (b.generation == generation) throw CommAborted();
+  }
+
+  void abort() {
+    {
+      std::lock_guard lock(barriers_mutex_);
+      aborted_ = true;
+    }
+    std::lock_guard lock(barriers_mutex_);
+    for (auto& [members, b] : barriers_) {
+      std::lock_guard inner(b->m);
+      b->cv.notify_all();
+    }
+  }
+
+  index_t size_;
+  std::vector<Slot> slots_;
+  std::mutex barriers_mutex_;
+  std::map<std::vector<index_t>, std::unique_ptr<Barrier>> barriers_;
+  std::atomic<bool> aborted_{false};
+};
+
+class ThreadComm {
+ public:
+  ThreadComm(ThreadWorld& world, index_t rank) : world_(&world), rank_(rank) {}
+
+  index_t rank() const noexcept { return rank_; }
+  index_t size() const noexcept { return world_->size(); }
+  const CommStats& stats() const noexcept { return stats_; }
+  CommStats& stats() noexcept { return stats_; }
+
+  /// The group of every rank, in rank order.
+  Group world_group() const {
+    Group g;
+    for (index_t r = 0; r < size(); ++r) g.members.push_back(r);
+    g.rank = rank_;
+    return g;
+  }
+
+  template <CommElement T>
+  void all_reduce(std::span<T> data, const Group& g, ReduceOp op = ReduceOp::sum, std::string_view label = {}) {
+    std::vector<T> copy(data.begin(), data.end());  // peers read this while we write `data`
+    collective<T>(g, copy.data(), copy.size(), nullptr, [&](auto peer) {
+      for (index_t m = 0; m < g.size(); ++m) check_size("all_reduce", label, m, peer(m).size(), data.size());
+      detail::ordered_reduce<T>(data, g.size(), peer, op);
+    });
+    record(label, 2.0 * fraction(g) * bytes(data));
+  }
+
+  template <CommElement T>
+  void all_gather(std::span<const T> send, std::span<T> recv, const Group& g, std::string_view label = {}) {
+    collective<T>(g, send.data(), send.size(), nullptr, [&](auto peer) {
+      for (index_t m = 0; m < g.size(); ++m) check_size("all_gather", label, m, peer(m).size(), send.size());
+      check_size("all_gather", label, g.rank, static_cast<index_t>(recv.size()),
+                 static_cast<index_t>(send.size()) * g.size());
+      for (index_t m = 0; m < g.size(); ++m)
+        std::memcpy(recv.data() + m * send.size(), peer(m).data(), bytes(send));
+    });
+    record(label, static_cast<double>(g.size() - 1) * bytes(send));
+  }
+
+  template <CommElement T>
+  void all_gather_v(std::span<const T> send, std::span<T> recv, std::span<const index_t> recv_counts, const Group& g,
+                    std::string_view label = {}) {
+    check_size("all_gather_v counts", label, g.rank, static_cast<index_t>(recv_counts.size()), g.size());
+    collective<T>(g, send.data(), send.size(), nullptr, [&](auto peer) {
+      index_t offset = 0;
+      for (index_t m = 0; m < g.size(); ++m) {
+        check_size("all_gather_v", label, m, peer(m).size(), recv_counts[static_cast<std::size_t>(m)]);
+        offset += recv_counts[static_cast<std::size_t>(m)];
+      }
+      check_size("all_gather_v", label, g.rank, static_cast<index_t>(recv.size()), offset);
+      offset = 0;
+      for (index_t m = 0; m < g.size(); ++m) {
+        std::memcpy(recv.data() + offset, peer(m).data(), bytes(peer(m)));
+        offset += recv_counts[static_cast<std::size_t>(m)];
+      }
+    });
+    record(label, static_cast<double>(g.size() - 1) * bytes(send));
+  }
+
+  template <CommElement T>
+  void reduce_scatter(std::span<const T> send, std::span<T> recv, const Group& g, ReduceOp op = ReduceOp::sum,
+                      std::string_view label = {}) {
+    enforce(comm_rules::divisible("reduce_scatter", static_cast<index_t>(send.size()), g.size()));
+    const std::size_t chunk = send.size() / static_cast<std::size_t>(g.size());
+    collective<T>(g, send.data(), send.size(), nullptr, [&](auto peer) {
+      for (index_t m = 0; m < g.size(); ++m) check_size("reduce_scatter", label, m, peer(m).size(), send.size());
+      check_size("reduce_scatter", label, g.rank, static_cast<index_t>(recv.size()), static_cast<index_t>(chunk));
+      detail::ordered_reduce<T>(
+          recv, g.size(), [&](index_t m) { return peer(m).subspan(static_cast<std::size_t>(g.rank) * chunk, chunk); },
+          op);
+    });
+    record(label, fraction(g) * bytes(send));
+  }
+
+  template <CommElement T>
+  void all_to_all(std::span<const T> send, std::span<T> recv, const Group& g, std::string_view label = {}) {
+    enforce(comm_rules::divisible("all_to_all", static_cast<index_t>(send.size()), g.size()));
+    const std::size_t chunk = send.size() / static_cast<std::size_t>(g.size());
+    collective<T>(g, send.data(), send.size(), nullptr, [&](auto peer) {
+      for (index_t m = 0; m < g.size(); ++m) check_size("all_to_all", label, m, peer(m).size(), send.size());
+      check_size("all_to_all", label, g.rank, static_cast<index_t>(recv.size()), static_cast<index_t>(send.size()));
+      for (index_t m = 0; m < g.size(); ++m)
+        std::memcpy(recv.data() + static_cast<std::size_t>(m) * chunk,
+                    peer(m).data() + static_cast<std::size_t>(g.rank) * chunk, chunk * sizeof(T));
+    });
+    record(label, fraction(g) * bytes(send));
+  }
+
+  template <CommElement T>
+  void all_to_all_v(std::span<const T> send, std::span<const index_t> send_counts, std::span<T> recv,
+                    std::span<const index_t> recv_counts, const Group& g, std::string_view label = {}) {
+    check_size("all_to_all_v send counts", label, g.rank, static_cast<index_t>(send_counts.size()), g.size());
+    check_size("all_to_all_v recv counts", label, g.rank, static_cast<index_t>(recv_counts.size()), g.size());
+    index_t total_send = 0, total_recv = 0;
+    for (index_t c : send_counts) total_send += c;
+    for (index_t c : recv_counts) total_recv += c;
+    check_size("all_to_all_v send", label, g.rank, static_cast<index_t>(send.size()), total_send);
+    check_size("all_to_all_v recv", label, g.rank, static_cast<index_t>(recv.size()), total_recv);
+    collective<T>(g, send.data(), send.size(), send_counts.data(), [&](auto peer) {
+      std::size_t out = 0;
+      for (index_t m = 0; m < g.size(); ++m) {
+        const ThreadWorld::Slot& s = slot(g, m);
+        // Where my part starts in member m's send buffer, and how long it is.
+        index_t offset = 0;
+        for (index_t q = 0; q < g.rank; ++q) offset += s.counts[q];
+        index_t count = s.counts[g.rank];
+        check_size("all_to_all_v", label, m, count, recv_counts[static_cast<std::size_t>(m)]);
+        std::memcpy(recv.data() + out, peer(m).data() + offset, static_cast<std::size_t>(count) * sizeof(T));
+        out += static_cast<std::size_t>(count);
+      }
+    });
+    double sent = 0;
+    for (index_t m = 0; m < g.size(); ++m)
+      if (m != g.rank) sent += static_cast<double>(send_counts[static_cast<std::size_t>(m)]) * sizeof(T);
+    record(label, sent);
+  }
+
+  template <CommElement T>
+  void broadcast(std::span<T> data, index_t root, const Group& g, std::string_view label = {}) {
+    enforce(comm_rules::root_in_group(root, g.size()));
+    std::vector<T> copy(data.begin(), data.end());
+    collective<T>(g, copy.data(), copy.size(), nullptr, [&](auto peer) {
+      check_size("broadcast", label, root, peer(root).size(), data.size());
+      if (g.rank != root) std::memcpy(data.data(), peer(root).data(), bytes(data));
+    });
+    record(label, g.rank == root ? static_cast<double>(g.size() - 1) * bytes(data) : 0.0);
+  }
+
+  void barrier(const Group& g) {
+    enforce(comm_rules::member_of_group(rank_, g));
+    world_->wait(g);
+  }
+
+ private:
+  template <class T>
+  static double bytes(std::span<T> s) noexcept {
+    return static_cast<double>(s.size() * sizeof(T));
+  }
+  static double fraction(const Group& g) noexcept {
+    return g.size() > 1 ? static_cast<double>(g.size() - 1) / static_cast<double>(g.size()) : 0.0;
+  }
+  void record(std::string_view label, double sent) { stats_.record(label.empty() ? "unlabelled" : label, sent); }
+
+  template <std::integral A, std::integral B>
+  static void check_size(std::string_view what, std::string_view label, index_t member, A got, B expected) {
+    enforce(comm_rules::sizes_match(what, label, member, static_cast<index_t>(got), static_cast<index_t>(expected)));
+  }
+
+  const ThreadWorld::Slot& slot(const Group& g, index_t member) const {
+    return world_->slots_[static_cast<std::size_t>(g.members[static_cast<std::size_t>(member)])];
+  }
+
+  /// Publish, wait, run `body(peer)` where peer(m) is member m's send buffer, wait.
+  template <class T, class Body>
+  void collective(const Group& g, const T* send, std::size_t elements, const index_t* counts, Body&& body) {
+    enforce(comm_rules::member_of_group(rank_, g));
+    world_->slots_[static_cast<std::size_t>(rank_)] = {send, elements, sizeof(T), counts};
+    world_->wait(g);
+    for (index_t m = 0; m < g.size(); ++m)
+      enforce(comm_rules::element_types_match("collective", m, slot(g, m).element_bytes, sizeof(T)));
+    auto peer = [&](index_t m) {
+      const auto& s = slot(g, m);
+      return std::span<const T>(static_cast<const T*>(s.send), s.send_elements);
+    };
+    body(peer);
+    world_->wait(g);
+  }
+
+  ThreadWorld* world_;
+  index_t rank_;
+  CommStats stats_;
+};
+
+template <class F>
+void ThreadWorld::run(F&& fn) {
+  aborted_ = false;
+  barriers_.clear();  // an aborted run may have left some half-arrived
+  std::vector<std::exception_ptr> errors(static_cast<std::size_t>(size_));
+  std::vector<std::thread> threads;
+  threads.reserve(static_cast<std::size_t>(size_));
+  for (index_t r = 0; r < size_; ++r)
+    threads.emplace_back([&, r] {
+      try {
+        ThreadComm comm(*this, r);
+        fn(comm);
+      } catch (...) {
+        errors[static_cast<std::size_t>(r)] = std::current_exception();
+        abort();
+      }
+    });
+  for (auto& t : threads) t.join();
+  // Rethrow the cause: the lowest rank's error that is not merely another rank's failure
+  // reaching it (CommAborted, or a peer's refusal reported through agreement).
+  std::exception_ptr consequence;
+  for (const auto& e : errors) {
+    if (!e) continue;
+    try {
+      std::rethrow_exception(e);
+    } catch (const CommAborted&) {
+      if (!consequence) consequence = e;
+    } catch (const RuleViolation& v) {
+      if (v.rule() != "peer_input_error" && v.rule() != "collective_peer_error") std::rethrow_exception(e);
+      if (!consequence) consequence = e;
+    } catch (...) {
+      std::rethrow_exception(e);
+    }
+  }
+  if (consequence) std::rethrow_exception(consequence);
+}
+
+}  // namespace meshplan
