@@ -1,0 +1,31 @@
+#pragma once
+// Dot products and linear layers with fp32 accumulation, in a fixed order (index 0 first),
+// so that a row's result does not depend on which rank computes it or with which other rows.
+
+#include <cmath>
+#include <cstddef>
+#include <span>
+
+#include "meshplan/core/bfloat16.hpp"
+#include "meshplan/core/size.hpp"
+#include "meshplan/cpu/tensor.hpp"
+
+namespace meshplan::cpu {
+
+template <class A, class B>
+inline float dot(const A* a, const B* b, index_t n) noexcept {
+  float acc = 0.0f;
+  for (index_t i = 0; i < n; ++i) acc += to_float(a[i]) * to_float(b[i]);
+  return acc;
+}
+
+/// y[t, o] = sum_i x[t, i] * w[o, i]: x [T, in], w [out, in], y [T, out] in fp32.
+template <class X, class W>
+void linear(std::span<const X> x, index_t tokens, std::span<const W> w, index_t out, index_t in, std::span<float> y) {
+  for (index_t t = 0; t < tokens; ++t)
+    for (index_t o = 0; o < out; ++o) y[t * out + o] = dot(x.data() + t * in, w.data() + o * in, in);
+}
+
+inline float silu(float x) noexcept { return x / (1.0f + std::exp(-x)); }
+
+}  // namespace meshplan::cpu

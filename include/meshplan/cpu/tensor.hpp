@@ -1,0 +1,107 @@
+#pragma once
+// Tensor<T>: a row-major host tensor that owns its elements. The CPU reference works on
+// these; T is a storage type (float or bfloat16) or float for fp32 intermediates.
+
+#include <cstddef>
+#include <initializer_list>
+#include <span>
+#include <utility>
+#include <vector>
+
+#include "meshplan/core/bfloat16.hpp"
+#include "meshplan/core/diagnostic.hpp"
+#include "meshplan/core/size.hpp"
+
+namespace meshplan {
+
+namespace cpu_rules {
+inline Message shape_matches(std::string_view what, const std::vector<index_t>& got,
+                             const std::vector<index_t>& expected) {
+  if (got == expected) return {};
+  auto print = [](Message& m, const std::vector<index_t>& s) {
+    m << "[";
+    for (std::size_t i = 0; i < s.size(); ++i) m << (i ? ", " : "") << s[i];
+    m << "]";
+  };
+  Message m = Message::rule("shape_matches");
+  m << what << " has shape ";
+  print(m, got);
+  m << " where ";
+  print(m, expected);
+  m << " is expected";
+  return m;
+}
+
+inline Message extents_valid(const std::vector<index_t>& shape) {
+  for (index_t e : shape)
+    if (e < 0) return Message::rule("shape_matches") << "a tensor extent is negative (" << e << ")";
+  return {};
+}
+}  // namespace cpu_rules
+
+template <class T>
+class Tensor {
+ public:
+  Tensor() = default;
+  explicit Tensor(std::vector<index_t> shape) : shape_(std::move(shape)) {
+    enforce(cpu_rules::extents_valid(shape_));
+    data_.resize(static_cast<std::size_t>(count(shape_)));
+  }
+  Tensor(std::vector<index_t> shape, std::vector<T> data) : shape_(std::move(shape)), data_(std::move(data)) {
+    enforce(cpu_rules::extents_valid(shape_));
+    enforce(cpu_rules::shape_matches("the data", {static_cast<index_t>(data_.size())}, {count(shape_)}));
+  }
+
+  const std::vector<index_t>& shape() const noexcept { return shape_; }
+  index_t rank() const noexcept { return static_cast<index_t>(shape_.size()); }
+  index_t dim(std::size_t d) const noexcept { return shape_[d]; }
+  index_t numel() const noexcept { return static_cast<index_t>(data_.size()); }
+  bool empty() const noexcept { return data_.empty(); }
+
+  T* data() noexcept { return data_.data(); }
+  const T* data() const noexcept { return data_.data(); }
+  std::span<T> span() noexcept { return data_; }
+  std::span<const T> span() const noexcept { return data_; }
+  std::vector<T>& vector() noexcept { return data_; }
+  const std::vector<T>& vector() const noexcept { return data_; }
+
+  /// Row i of the tensor viewed as [shape[0], rest...] (a whole sub-tensor for rank > 2).
+  std::span<T> row(index_t i) noexcept { return {data_.data() + i * row_size(), static_cast<std::size_t>(row_size())}; }
+  std::span<const T> row(index_t i) const noexcept {
+    return {data_.data() + i * row_size(), static_cast<std::size_t>(row_size())};
+  }
+  index_t row_size() const noexcept { return shape_.empty() || shape_[0] == 0 ? 0 : numel() / shape_[0]; }
+
+  T& operator[](index_t i) noexcept { return data_[static_cast<std::size_t>(i)]; }
+  const T& operator[](index_t i) const noexcept { return data_[static_cast<std::size_t>(i)]; }
+
+  void require_shape(std::string_view what, const std::vector<index_t>& expected) const {
+    enforce(cpu_rules::shape_matches(what, shape_, expected));
+  }
+
+  friend bool operator==(const Tensor&, const Tensor&) = default;
+
+ private:
+  static index_t count(const std::vector<index_t>& shape) noexcept {
+    index_t n = 1;
+    for (index_t e : shape) n *= e;
+    return n;
+  }
+
+  std::vector<index_t> shape_;
+  std::vector<T> data_;
+};
+
+/// Element-wise conversion between storage types (rounding to nearest even into bfloat16).
+template <class To, class From>
+Tensor<To> convert(const Tensor<From>& t) {
+  if (t.shape().empty() && t.empty()) return {};  // no tensor (not a scalar)
+  Tensor<To> out(t.shape());
+  for (index_t i = 0; i < t.numel(); ++i) {
+    if constexpr (std::is_same_v<To, From>) out[i] = t[i];
+    else out[i] = from_float<To>(to_float(t[i]));
+  }
+  return out;
+}
+
+}  // namespace meshplan
