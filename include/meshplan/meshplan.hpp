@@ -29,5 +29,6 @@
 #include "meshplan/plan/cost_model.hpp"
 #include "meshplan/plan/lower.hpp"
 #include "meshplan/plan/plan.hpp"
+#include "meshplan/plan/plan_walk.hpp"
 #include "meshplan/plan/style.hpp"
 #include "meshplan/plan/validate.hpp"

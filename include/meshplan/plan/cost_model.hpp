@@ -43,6 +43,7 @@
 #include "meshplan/plan/lower.hpp"
 #include "meshplan/plan/param_placement.hpp"
 #include "meshplan/plan/plan.hpp"
+#include "meshplan/plan/plan_walk.hpp"
 #include "meshplan/plan/validate.hpp"
 
 namespace meshplan {
@@ -146,21 +147,17 @@ constexpr bool reads_replicated_with_split_weights(StyleKind k, ParamKind p) noe
 
 inline CostReport cost_model(const ModelSpec& model, const MeshSpec& mesh, std::span<const EntrySpec> plan,
                              CostInputs inputs, index_t rank = 0) {
-  validate(model, mesh, plan);
-  const MeshSpecView view(mesh);
-  const std::vector<ParamInfo> params = inventory(model);
-  std::vector<std::size_t> entry_of(params.size());
-  for (std::size_t i = 0; i < params.size(); ++i) entry_of[i] = match_param(params[i].name, plan).first;
-  const std::vector<FlowStep> flow = activation_flow(model);
+  const PlanWalk plan_walk(model, mesh, plan);
+  const std::vector<ParamInfo>& params = plan_walk.params();
+  const std::vector<FlowStep>& flow = plan_walk.flow();
   const std::size_t nax = mesh.ndim();
 
   // What every step does on every axis.
   std::vector<std::vector<std::optional<StepOnAxis>>> at(flow.size(), std::vector<std::optional<StepOnAxis>>(nax));
-  enforce(walk_activation_flow(model, view.view(), plan, params, entry_of, flow,
-                               [&](const StepOnAxis& s) { at[s.step][s.axis] = s; }));
+  plan_walk.walk([&](const StepOnAxis& s) { at[s.step][s.axis] = s; });
 
   std::vector<bool> model_axis(nax);
-  for (std::size_t a = 0; a < nax; ++a) model_axis[a] = detail::axis_splits_model(plan, mesh.axis_name(a));
+  for (std::size_t a = 0; a < nax; ++a) model_axis[a] = plan_walk.model_axis(a);
 
   const double b = static_cast<double>(size_of(inputs.dtype));
   const index_t k = inputs.top_k > 0 ? inputs.top_k : model.num_experts_per_tok;

@@ -38,16 +38,6 @@ struct LoweredParam {
   LayoutSpec layout(const MeshSpec& mesh) const { return LayoutSpec(mesh, global_shape, placements); }
 };
 
-/// Mesh names and sizes of a MeshSpec as the rules read them.
-struct MeshSpecView {
-  std::vector<std::string_view> names;
-  std::vector<index_t> sizes;
-  explicit MeshSpecView(const MeshSpec& mesh) : names(mesh.name_views()) {
-    for (std::size_t a = 0; a < mesh.ndim(); ++a) sizes.push_back(mesh.axis_size(a));
-  }
-  MeshView view() const noexcept { return {names, sizes}; }
-};
-
 /// Validates, then lowers every parameter for `rank`.
 inline std::vector<LoweredParam> lower(const ModelSpec& model, const MeshSpec& mesh, std::span<const EntrySpec> plan,
                                        index_t rank) {

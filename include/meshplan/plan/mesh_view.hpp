@@ -6,9 +6,11 @@
 #include <cstddef>
 #include <span>
 #include <string_view>
+#include <vector>
 
 #include "meshplan/core/size.hpp"
 #include "meshplan/mesh/indexing.hpp"
+#include "meshplan/mesh/mesh_spec.hpp"
 
 namespace meshplan {
 
@@ -25,6 +27,16 @@ struct MeshView {
       if (names[a] == name) return a;
     return no_axis;
   }
+};
+
+/// Mesh names and sizes of a MeshSpec as the rules read them.
+struct MeshSpecView {
+  std::vector<std::string_view> names;
+  std::vector<index_t> sizes;
+  explicit MeshSpecView(const MeshSpec& mesh) : names(mesh.name_views()) {
+    for (std::size_t a = 0; a < mesh.ndim(); ++a) sizes.push_back(mesh.axis_size(a));
+  }
+  MeshView view() const noexcept { return {names, sizes}; }
 };
 
 }  // namespace meshplan

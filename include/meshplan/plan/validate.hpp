@@ -160,50 +160,13 @@ void validate(const ModelSpec& model, const DeviceMesh<Axes...>& mesh, std::span
 }
 
 inline void validate(const ModelSpec& model, const MeshSpec& mesh, std::span<const EntrySpec> plan) {
-  std::vector<std::string_view> names = mesh.name_views();
-  std::vector<index_t> sizes(mesh.ndim());
-  for (std::size_t a = 0; a < sizes.size(); ++a) sizes[a] = mesh.axis_size(a);
-  enforce(check_plan(model, MeshView{names, sizes}, plan));
+  enforce(check_plan(model, MeshSpecView(mesh).view(), plan));
 }
 
 /// Run-time validation of typed model and plan on a mesh object.
 template <ModelType Model, PlanType P, class Mesh>
 void validate(const Mesh& mesh) {
   validate(Model::spec, mesh, std::span<const EntrySpec>(P::entries));
-}
-
-/// The mesh axes over which the plan splits the tokens of a model-parallel group
-/// (sequence parallelism, or a token split entering the MoE block).
-inline std::vector<std::size_t> sequence_split_axes(const ModelSpec& model, const MeshSpec& mesh,
-                                                    std::span<const EntrySpec> plan) {
-  validate(model, mesh, plan);
-  std::vector<std::string_view> names = mesh.name_views();
-  std::vector<index_t> sizes(mesh.ndim());
-  for (std::size_t a = 0; a < sizes.size(); ++a) sizes[a] = mesh.axis_size(a);
-  const std::vector<ParamInfo> params = inventory(model);
-  std::vector<std::size_t> entry_of(params.size());
-  for (std::size_t i = 0; i < params.size(); ++i) entry_of[i] = match_param(params[i].name, plan).first;
-  std::vector<bool> split(mesh.ndim(), false);
-  enforce(walk_activation_flow(model, MeshView{names, sizes}, plan, params, entry_of, activation_flow(model),
-                               [&](const StepOnAxis& s) {
-                                 if (s.out == Act::shard_seq && detail::axis_splits_model(plan, names[s.axis]))
-                                   split[s.axis] = true;
-                               }));
-  std::vector<std::size_t> axes;
-  for (std::size_t a = 0; a < split.size(); ++a)
-    if (split[a]) axes.push_back(a);
-  return axes;
-}
-
-/// Run-time check that `tokens` (held by one model-parallel group) split evenly over every
-/// axis the plan splits the sequence on.
-inline void validate_tokens(const ModelSpec& model, const MeshSpec& mesh, std::span<const EntrySpec> plan,
-                            index_t tokens) {
-  index_t t = tokens;
-  for (std::size_t a : sequence_split_axes(model, mesh, plan)) {
-    enforce(plan_rules::sequence_divisible(mesh.axis_name(a), t, mesh.axis_size(a)));
-    t /= mesh.axis_size(a);
-  }
 }
 
 /// Checks a job's world size against the mesh (run time).

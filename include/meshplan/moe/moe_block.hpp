@@ -1,0 +1,334 @@
+#pragma once
+// MoEBlock<Model, Mesh, Plan, Backend>: one layer's MoE block (router, routed experts,
+// shared experts) running on one rank of a mesh, with that rank's slice of the weights
+// and its own tokens. The ranks together compute exactly the single-rank reference
+// (reference.hpp): bit for bit where the plan only moves data (EP, SP, DP), within
+// rounding where it splits a sum over ranks (expert or shared-expert tensor parallelism).
+//
+//   using Block = mp::MoEBlock<Model, Mesh, Plan>;         // CPU backend, float storage
+//   Block block(mesh, rank, full_weights);                 // slices what the rank holds
+//   mp::Tensor<float> y = block.forward(comm, x);          // x: this rank's tokens
+//
+// The pipeline is chosen at compile time from the plan (block_plan.hpp):
+//   entry hooks         gather sequence shards (SP) or split replicated tokens over an axis
+//   route               locally, on the tokens the rank holds
+//   routed experts      all local; or EP: sort (token, slot) pairs by expert, exchange
+//                       counts, all-to-all-v the rows, regroup by local expert, grouped
+//                       MLP, inverse regroup, all-to-all-v back, unsort
+//   expert TP           each expert's intermediate dim split: partial sums all-reduced (or
+//                       reduce-scattered onto sequence shards) after the combine
+//   combine             weighted sum in slot order
+//   shared experts      DeepSeek-V3, whole or split like the experts
+//   exit hooks          gather or split back
+//
+// Bad input is refused on every rank alike before any data moves: hidden states of the
+// wrong shape, non-finite router logits, sequence shards of unequal sizes. The checks
+// agree over all ranks, so a refusal is an exception everywhere, never a hang.
+
+#include <algorithm>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <vector>
+
+#include "meshplan/comm/agree.hpp"
+#include "meshplan/comm/communicator.hpp"
+#include "meshplan/core/bfloat16.hpp"
+#include "meshplan/core/diagnostic.hpp"
+#include "meshplan/mesh/device_mesh.hpp"
+#include "meshplan/mesh/mesh_spec.hpp"
+#include "meshplan/cpu/combine.hpp"
+#include "meshplan/cpu/experts.hpp"
+#include "meshplan/cpu/permute.hpp"
+#include "meshplan/cpu/router.hpp"
+#include "meshplan/cpu/slice.hpp"
+#include "meshplan/cpu/tensor.hpp"
+#include "meshplan/model/model_spec.hpp"
+#include "meshplan/moe/block_plan.hpp"
+#include "meshplan/moe/moe_weights.hpp"
+#include "meshplan/placement/sharding.hpp"
+#include "meshplan/plan/lower.hpp"
+#include "meshplan/plan/validate.hpp"
+
+namespace meshplan {
+
+/// The CPU reference backend; T is the storage type.
+template <StorageType T = float>
+struct CpuBackend {
+  using value_type = T;
+};
+
+namespace moe_rules {
+inline Message hidden_states_shape(const std::vector<index_t>& shape, index_t hidden) {
+  if (shape.size() == 2 && shape[1] == hidden) return {};
+  return cpu_rules::shape_matches("the hidden states", shape, {shape.empty() ? 0 : shape[0], hidden});
+}
+
+inline Message sequence_shards_equal(std::string_view axis, std::span<const index_t> counts) {
+  for (std::size_t m = 1; m < counts.size(); ++m)
+    if (counts[m] != counts[0])
+      return Message::rule("sequence_divisible")
+             << "sequence-parallel shards on mesh axis '" << axis << "' must be equal, but member 0 holds "
+             << counts[0] << " tokens and member " << m << " holds " << counts[m];
+  return {};
+}
+
+inline Message rank_matches(index_t block_rank, index_t comm_rank) {
+  if (block_rank == comm_rank) return {};
+  return Message::rule("rank_matches") << "the MoEBlock was built for rank " << block_rank
+                                       << " but runs on communicator rank " << comm_rank;
+}
+}  // namespace moe_rules
+
+template <ModelType Model, class Mesh, PlanType Plan, class Backend = CpuBackend<float>>
+class MoEBlock {
+  static_assert(Model::spec.is_moe(), "meshplan: MoEBlock needs a model with experts (num_experts > 0)");
+  static_assert(is_device_mesh_v<Mesh>, "meshplan: MoEBlock's Mesh must be a DeviceMesh<...>");
+  static_assert(validate<Model, Mesh, Plan>());
+
+ public:
+  using T = typename Backend::value_type;
+  static constexpr ModelSpec model = Model::spec;
+  static constexpr MoEBlockPlan block_plan = moe_block_plan(Plan::entries);
+
+  /// Slices this rank's weights from the full block weights by each parameter's layout.
+  MoEBlock(const Mesh& mesh, index_t rank, const MoEWeights<T>& full) : mesh_(mesh), rank_(rank) {
+    validate<Model, Plan>(mesh_);
+    check_full_weights(model, full);
+    const MeshSpec spec(mesh_);
+    for (const LoweredParam& p : lower(model, spec, Plan::entries, rank_)) {
+      const std::string_view name = p.info.name;
+      auto piece = [&](const auto& tensor) { return cpu::local_piece(tensor, p.layout(spec), rank_); };
+      if (name == "layers.*.mlp.gate.weight") w_.router = piece(full.router);
+      if (name == "layers.*.mlp.gate.e_score_correction_bias") w_.correction_bias = piece(full.correction_bias);
+      if (name == "layers.*.mlp.experts.gate_up_proj") {
+        w_.gate_up = piece(full.gate_up);
+        expert_begin_ = p.layout(spec).global_offsets(rank_)[0];
+      }
+      if (name == "layers.*.mlp.experts.down_proj") w_.down = piece(full.down);
+      if (name == "layers.*.mlp.shared_experts.gate_proj.weight") w_.shared_gate = piece(full.shared_gate);
+      if (name == "layers.*.mlp.shared_experts.up_proj.weight") w_.shared_up = piece(full.shared_up);
+      if (name == "layers.*.mlp.shared_experts.down_proj.weight") w_.shared_down = piece(full.shared_down);
+    }
+  }
+
+  index_t rank() const noexcept { return rank_; }
+  const MoEWeights<T>& local_weights() const noexcept { return w_; }
+  /// The global index of this rank's first local expert.
+  index_t first_local_expert() const noexcept { return expert_begin_; }
+  index_t local_experts() const noexcept { return w_.gate_up.dim(0); }
+  /// Rows each local expert computed in the last forward (all ranks' tokens routed here).
+  const std::vector<index_t>& rows_per_local_expert() const noexcept { return rows_per_expert_; }
+  /// The routing of this rank's tokens in the last forward.
+  const Routing& last_routing() const noexcept { return routing_; }
+
+  /// x: the tokens this rank holds at the block's input, [tokens, hidden]. Returns the
+  /// block's output for the tokens the rank holds at its output (the same tokens, for
+  /// every built-in plan).
+  template <Communicator C>
+  Tensor<T> forward(C& comm, const Tensor<T>& x_in) {
+    const index_t H = model.hidden_size;
+    const Group world = comm.world_group();
+    agree(comm,
+          first_of({moe_rules::rank_matches(rank_, comm.rank()), moe_rules::hidden_states_shape(x_in.shape(), H)}),
+          world);
+
+    Tensor<T> x = x_in;
+    for (std::size_t i = 0; i < block_plan.entry_count; ++i) x = apply_hook(comm, block_plan.entry[i], x, "mlp entry");
+    const index_t tokens = x.dim(0);
+
+    // Route; a non-finite logit is refused on every rank before any row moves.
+    const Tensor<float> logits = cpu::router_logits(x, w_.router);
+    agree(comm, cpu::check_logits(logits), world);
+    routing_ = cpu::route(model, logits, w_.correction_bias.span());
+
+    // Routed experts: one output row per (token, slot), fp32 when the intermediate dim is
+    // split (partial sums), else stored in T as the reference stores it.
+    constexpr bool routed_partial = !block_plan.expert_tp_axis.empty();
+    using Row = std::conditional_t<routed_partial, float, T>;
+    std::vector<Row> y = block_plan.expert_parallel() ? dispatch_and_compute<Row>(comm, x) : compute_local<Row>(x);
+    std::vector<float> routed(static_cast<std::size_t>(tokens * H));
+    cpu::combine<Row>(routing_, y, H, routed);
+
+    std::vector<float> shared;
+    if (w_.has_shared()) {
+      shared.resize(static_cast<std::size_t>(tokens * H));
+      cpu::dense_mlp(x, w_.shared_gate, w_.shared_up, w_.shared_down, shared);
+    }
+    Tensor<T> out = finish(comm, std::move(routed), std::move(shared), tokens);
+    for (std::size_t i = 0; i < block_plan.exit_count; ++i) out = apply_hook(comm, block_plan.exit[i], out, "mlp exit");
+    return out;
+  }
+
+ private:
+  Group group(std::string_view axis) const { return mesh_.group(rank_, {axis}); }
+
+  /// A prepare-input or -output hook on the token dim.
+  template <Communicator C>
+  Tensor<T> apply_hook(C& comm, const MoEHook& h, const Tensor<T>& x, std::string_view label) {
+    const index_t H = model.hidden_size;
+    if (h.from == Act::shard_seq && h.to == Act::replicate) {
+      const Group g = group(h.axis);
+      std::vector<index_t> counts(static_cast<std::size_t>(g.size()));
+      index_t mine = x.dim(0);
+      comm.all_gather(std::span<const index_t>(&mine, 1), std::span<index_t>(counts), g, label);
+      gathered_counts_ = counts;  // tokens per member, for the reduce-scatter back
+      index_t total = 0;
+      for (index_t& c : counts) total += (c *= H);
+      Tensor<T> gathered({total / H, H});
+      comm.all_gather_v(x.span(), gathered.span(), counts, g, label);
+      return gathered;
+    }
+    if (h.from == Act::replicate && h.to == Act::shard_seq) {
+      const Group g = group(h.axis);
+      const Chunk c = chunk(x.dim(0), g.size(), g.rank);
+      return Tensor<T>({c.size, H}, std::vector<T>(x.data() + c.offset * H, x.data() + (c.offset + c.size) * H));
+    }
+    return x;
+  }
+
+  /// Every expert on this rank (tensor parallel or replicated experts).
+  template <class Row>
+  std::vector<Row> compute_local(const Tensor<T>& x) {
+    const index_t H = model.hidden_size, k = routing_.top_k;
+    const ExpertOrder order = cpu::sort_by_expert(routing_, model.num_experts);
+    std::vector<T> rows(order.order.size() * static_cast<std::size_t>(H));
+    cpu::gather_rows<T>(x.span(), cpu::tokens_of(order, k), H, rows);
+    rows_per_expert_ = order.counts;
+    return run_experts<Row>(rows, order.offsets, order.order);
+  }
+
+  /// Expert parallelism: the rows travel to the ranks holding their experts and back.
+  template <class Row, Communicator C>
+  std::vector<Row> dispatch_and_compute(C& comm, const Tensor<T>& x) {
+    const index_t H = model.hidden_size, k = routing_.top_k, E = model.num_experts;
+    const Group ep = group(block_plan.ep_axis);
+    const index_t P = ep.size(), El = E / P;
+
+    const ExpertOrder order = cpu::sort_by_expert(routing_, E);
+    std::vector<T> send(order.order.size() * static_cast<std::size_t>(H));
+    cpu::gather_rows<T>(x.span(), cpu::tokens_of(order, k), H, send);
+
+    // Rows per (source rank, local expert): what each rank sends to each.
+    std::vector<index_t> from(static_cast<std::size_t>(E));
+    comm.all_to_all(std::span<const index_t>(order.counts), std::span<index_t>(from), ep, "counts");
+    std::vector<index_t> send_counts(static_cast<std::size_t>(P)), recv_counts(static_cast<std::size_t>(P));
+    for (index_t q = 0; q < P; ++q)
+      for (index_t j = 0; j < El; ++j) {
+        send_counts[q] += order.counts[q * El + j] * H;
+        recv_counts[q] += from[q * El + j] * H;
+      }
+    index_t received = 0;
+    for (index_t c : recv_counts) received += c;
+    std::vector<T> recv(static_cast<std::size_t>(received));
+    comm.all_to_all_v(std::span<const T>(send), send_counts, std::span<T>(recv), recv_counts, ep, "dispatch");
+
+    // Regroup by local expert, run them, and put the results back in arrival order.
+    const std::vector<index_t> regroup = cpu::regroup_index(from, P, El);
+    std::vector<T> grouped(recv.size());
+    cpu::gather_rows<T>(recv, regroup, H, grouped);
+    std::vector<index_t> offsets(static_cast<std::size_t>(El + 1), 0);
+    rows_per_expert_.assign(static_cast<std::size_t>(El), 0);
+    for (index_t j = 0; j < El; ++j) {
+      for (index_t s = 0; s < P; ++s) rows_per_expert_[j] += from[s * El + j];
+      offsets[j + 1] = offsets[j] + rows_per_expert_[j];
+    }
+    const std::vector<Row> y_grouped = run_experts<Row>(grouped, offsets, regroup);
+
+    // Back to the senders, then from expert order to (token, slot) order.
+    std::vector<Row> returned(send.size());
+    comm.all_to_all_v(std::span<const Row>(y_grouped), recv_counts, std::span<Row>(returned), send_counts, ep,
+                      "combine");
+    std::vector<Row> y(returned.size());
+    cpu::scatter_rows<Row>(returned, order.order, H, y);
+    return y;
+  }
+
+  /// The grouped MLP on expert-grouped rows. The result is scattered by `index` back to
+  /// the rows' previous order (pair order, or arrival order under EP).
+  template <class Row>
+  std::vector<Row> run_experts(std::span<const T> rows, std::span<const index_t> offsets,
+                               std::span<const index_t> index) {
+    const index_t H = model.hidden_size;
+    std::vector<float> y(rows.size());
+    cpu::grouped_expert_mlp<T>(rows, offsets, w_.gate_up, w_.down, y);
+    std::vector<Row> stored(y.size());
+    for (std::size_t i = 0; i < y.size(); ++i) stored[i] = from_float<Row>(y[i]);
+    std::vector<Row> out(y.size());
+    cpu::scatter_rows<Row>(stored, index, H, out);
+    return out;
+  }
+
+  /// Reduces partial sums and adds the shared experts, with the reference's roundings.
+  template <Communicator C>
+  Tensor<T> finish(C& comm, std::vector<float> routed, std::vector<float> shared, index_t tokens) {
+    const index_t H = model.hidden_size;
+    constexpr auto& bp = block_plan;
+    const bool has_shared = !shared.empty();
+    // Both partial over the same axis the same way: one reduction of their sum.
+    if (has_shared && !bp.expert_tp_axis.empty() && bp.expert_tp_axis == bp.shared_tp_axis &&
+        bp.expert_reduce == bp.shared_reduce) {
+      for (std::size_t i = 0; i < routed.size(); ++i) routed[i] += shared[i];
+      return round(reduce(comm, std::move(routed), tokens, bp.expert_tp_axis, bp.expert_reduce, "expert tp"));
+    }
+    index_t out_tokens = tokens;
+    std::vector<float> r = reduce(comm, std::move(routed), tokens, bp.expert_tp_axis, bp.expert_reduce, "expert tp");
+    std::vector<float> s;
+    if (has_shared)
+      s = reduce(comm, std::move(shared), tokens, bp.shared_tp_axis, bp.shared_reduce, "shared tp");
+    out_tokens = static_cast<index_t>(r.size()) / std::max<index_t>(H, 1);
+    // One of the two may have been scattered onto a sequence shard: take the same rows of the other.
+    if (has_shared && s.size() != r.size()) {
+      const bool routed_scattered = r.size() < s.size();
+      std::string_view axis = routed_scattered ? bp.expert_tp_axis : bp.shared_tp_axis;
+      const Group g = group(axis);
+      auto& whole = routed_scattered ? s : r;
+      const index_t per = tokens / g.size();
+      whole = std::vector<float>(whole.begin() + g.rank * per * H, whole.begin() + (g.rank + 1) * per * H);
+      out_tokens = per;
+    }
+    Tensor<T> out({out_tokens, H});
+    for (index_t i = 0; i < out.numel(); ++i) {
+      float v = to_float(from_float<T>(r[i]));
+      if (has_shared) v += to_float(from_float<T>(s[i]));
+      out[i] = from_float<T>(v);
+    }
+    return out;
+  }
+
+  template <Communicator C>
+  std::vector<float> reduce(C& comm, std::vector<float> partial, index_t tokens, std::string_view axis,
+                            PartialReduce how, std::string_view label) {
+    if (how == PartialReduce::none || axis.empty()) return partial;
+    const Group g = group(axis);
+    if (how == PartialReduce::all_reduce) {
+      comm.all_reduce(std::span<float>(partial), g, ReduceOp::sum, label);
+      return partial;
+    }
+    // Onto sequence shards: the tokens came gathered from equal shards.
+    enforce(moe_rules::sequence_shards_equal(axis, gathered_counts_));
+    enforce(plan_rules::sequence_divisible(axis, tokens, g.size()));
+    std::vector<float> mine(partial.size() / static_cast<std::size_t>(g.size()));
+    comm.reduce_scatter(std::span<const float>(partial), std::span<float>(mine), g, ReduceOp::sum, label);
+    return mine;
+  }
+
+  Tensor<T> round(const std::vector<float>& v) const {
+    const index_t H = model.hidden_size;
+    Tensor<T> out({static_cast<index_t>(v.size()) / H, H});
+    for (index_t i = 0; i < out.numel(); ++i) out[i] = from_float<T>(v[i]);
+    return out;
+  }
+
+  Mesh mesh_;
+  index_t rank_;
+  MoEWeights<T> w_;
+  index_t expert_begin_ = 0;
+  Routing routing_;
+  std::vector<index_t> rows_per_expert_;
+  std::vector<index_t> gathered_counts_;
+};
+
+}  // namespace meshplan
