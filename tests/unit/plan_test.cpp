@@ -8,6 +8,7 @@
 #include "meshplan/model/presets.hpp"
 #include "meshplan/plan/builtin/registry.hpp"
 #include "meshplan/plan/lower.hpp"
+#include "meshplan/plan/plan_walk.hpp"
 #include "meshplan/plan/validate.hpp"
 
 namespace mp = meshplan;
@@ -88,16 +89,18 @@ TEST_CASE("run-time-only rules: world size and sequence divisibility", "[plan]")
                     "sizes); they must be equal");
   const auto& model = mp::models::Qwen3_30B_A3B::spec;
   auto plan = [&](std::string_view name) { return mp::plans::builtin_plan(model.family, name).entries; };
-  // Sequence parallelism and the MoE token split need tokens that divide over tp.
-  CHECK(mp::sequence_split_axes(model, mesh, plan("ep_sp")) == std::vector<std::size_t>{2});
-  CHECK(mp::sequence_split_axes(model, mesh, plan("ep_tp")) == std::vector<std::size_t>{2});
-  CHECK(mp::sequence_split_axes(model, mesh, plan("etp")).empty());
-  CHECK(mp::sequence_split_axes(model, mesh, plan("ep")).empty());
+  // Sequence parallelism needs tokens that divide over tp; ep_tp's split in the MoE block does not.
+  CHECK(mp::sequence_parallel_axes(model, mesh, plan("ep_sp")) == std::vector<std::size_t>{2});
+  CHECK(mp::sequence_parallel_axes(model, mesh, plan("tp_sp")) == std::vector<std::size_t>{2});
+  CHECK(mp::sequence_parallel_axes(model, mesh, plan("ep_tp")).empty());
+  CHECK(mp::sequence_parallel_axes(model, mesh, plan("etp")).empty());
+  CHECK(mp::sequence_parallel_axes(model, mesh, plan("ep")).empty());
   CHECK_NOTHROW(mp::validate_tokens(model, mesh, plan("ep_sp"), 4096));
   CHECK_THROWS_WITH(mp::validate_tokens(model, mesh, plan("ep_sp"), 4095),
                     "meshplan [sequence_divisible]: the sequence of 4095 tokens does not divide evenly over mesh axis "
                     "'tp' (2), which the plan shards it on");
   CHECK_NOTHROW(mp::validate_tokens(model, mesh, plan("etp"), 4095));
+  CHECK_NOTHROW(mp::validate_tokens(model, mesh, plan("ep_tp"), 4095));
 }
 
 TEST_CASE("lower gives placements per axis and local shapes by DTensor's rules", "[plan][lower]") {
