@@ -1,7 +1,8 @@
 #pragma once
 // meshplan: parallel plans for Mixture-of-Experts transformers, written as C++ types.
 // The umbrella header of the portable layer; it compiles with a plain C++20 compiler and
-// includes nothing from CUDA. The CUDA layer lives under meshplan/cuda/ (.cuh, nvcc only).
+// includes nothing from CUDA or MPI. The CUDA layer lives under meshplan/cuda/ (.cuh, nvcc
+// only); MpiComm in meshplan/comm/mpi_comm.hpp (link meshplan::mpi).
 
 #include "meshplan/core/diagnostic.hpp"
 #include "meshplan/core/fixed_string.hpp"
@@ -18,7 +19,25 @@
 #include "meshplan/placement/placement.hpp"
 #include "meshplan/placement/redistribute.hpp"
 #include "meshplan/placement/sharding.hpp"
+#include "meshplan/comm/agree.hpp"
+#include "meshplan/comm/communicator.hpp"
+#include "meshplan/comm/thread_comm.hpp"
+#include "meshplan/core/bfloat16.hpp"
 #include "meshplan/core/dtype.hpp"
+#include "meshplan/cpu/combine.hpp"
+#include "meshplan/cpu/experts.hpp"
+#include "meshplan/cpu/parallel_linear.hpp"
+#include "meshplan/cpu/permute.hpp"
+#include "meshplan/cpu/router.hpp"
+#include "meshplan/cpu/slice.hpp"
+#include "meshplan/cpu/tensor.hpp"
+#include "meshplan/io/gather.hpp"
+#include "meshplan/io/moe_checkpoint.hpp"
+#include "meshplan/io/safetensors.hpp"
+#include "meshplan/io/shard_read.hpp"
+#include "meshplan/moe/moe_block.hpp"
+#include "meshplan/moe/reference.hpp"
+#include "meshplan/moe/token_layout.hpp"
 #include "meshplan/io/config_json.hpp"
 #include "meshplan/model/flow.hpp"
 #include "meshplan/model/inventory.hpp"

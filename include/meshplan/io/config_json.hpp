@@ -104,7 +104,8 @@ inline ModelSpec model_from_config_json(std::string_view text) {
     case Family::qwen3: m.intermediate_size = c.integer("intermediate_size"); break;
     case Family::qwen3_moe:
       m.intermediate_size = c.integer("intermediate_size", 0);
-      m.num_experts = c.integer("num_experts");
+      // Hub configs say num_experts; transformers 5 writes it as num_local_experts.
+      m.num_experts = c.has("num_experts") ? c.integer("num_experts") : c.integer("num_local_experts");
       m.num_experts_per_tok = c.integer("num_experts_per_tok");
       m.moe_intermediate_size = c.integer("moe_intermediate_size");
       m.norm_topk_prob = c.boolean("norm_topk_prob", false);

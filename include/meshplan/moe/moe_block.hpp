@@ -26,6 +26,7 @@
 // agree over all ranks, so a refusal is an exception everywhere, never a hang.
 
 #include <algorithm>
+#include <functional>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -45,6 +46,7 @@
 #include "meshplan/cpu/router.hpp"
 #include "meshplan/cpu/slice.hpp"
 #include "meshplan/cpu/tensor.hpp"
+#include "meshplan/model/model_rules.hpp"
 #include "meshplan/model/model_spec.hpp"
 #include "meshplan/moe/block_plan.hpp"
 #include "meshplan/moe/moe_weights.hpp"
@@ -59,6 +61,19 @@ template <StorageType T = float>
 struct CpuBackend {
   using value_type = T;
 };
+
+namespace detail {
+template <class Model>
+consteval bool static_moe_model() {
+  if constexpr (ModelType<Model>) return Model::spec.is_moe();
+  else return true;
+}
+template <class Model, class Mesh, class Plan>
+consteval bool static_validate() {
+  if constexpr (ModelType<Model> && is_device_mesh_v<Mesh>) return validate<Model, Mesh, Plan>();
+  else return true;
+}
+}  // namespace detail
 
 namespace moe_rules {
 inline Message hidden_states_shape(const std::vector<index_t>& shape, index_t hidden) {
@@ -82,38 +97,95 @@ inline Message rank_matches(index_t block_rank, index_t comm_rank) {
 }
 }  // namespace moe_rules
 
-template <ModelType Model, class Mesh, PlanType Plan, class Backend = CpuBackend<float>>
+/// The model of an MoEBlock whose config is known only at run time (read from a config.json):
+/// the block then takes the ModelSpec in its constructor and validates there.
+struct RuntimeModel {};
+
+/// Where a rank's weights come from: each function returns the piece a layout gives `rank`
+/// of a block parameter named as in transformers 5 without the layer prefix ("gate.weight",
+/// "experts.gate_up_proj", ...); `bias` serves the fp32 "gate.e_score_correction_bias".
+template <StorageType T>
+struct MoEWeightLoader {
+  std::function<Tensor<T>(std::string_view name, const LayoutSpec& layout, index_t rank)> weight;
+  std::function<Tensor<float>(std::string_view name, const LayoutSpec& layout, index_t rank)> bias;
+};
+
+/// Slices the pieces from full block weights held in memory.
+template <StorageType T>
+MoEWeightLoader<T> slice_of(const MoEWeights<T>& full) {
+  auto tensor = [&full](std::string_view name) -> const Tensor<T>& {
+    if (name == "gate.weight") return full.router;
+    if (name == "experts.gate_up_proj") return full.gate_up;
+    if (name == "experts.down_proj") return full.down;
+    if (name == "shared_experts.gate_proj.weight") return full.shared_gate;
+    if (name == "shared_experts.up_proj.weight") return full.shared_up;
+    return full.shared_down;
+  };
+  return {[tensor](std::string_view name, const LayoutSpec& layout, index_t rank) {
+            return cpu::local_piece(tensor(name), layout, rank);
+          },
+          [&full](std::string_view, const LayoutSpec& layout, index_t rank) {
+            return cpu::local_piece(full.correction_bias, layout, rank);
+          }};
+}
+
+template <class Model, class Mesh, PlanType Plan, class Backend = CpuBackend<float>>
 class MoEBlock {
-  static_assert(Model::spec.is_moe(), "meshplan: MoEBlock needs a model with experts (num_experts > 0)");
+  static constexpr bool static_model = !std::is_same_v<Model, RuntimeModel>;
+  static_assert(!static_model || ModelType<Model>, "meshplan: MoEBlock's Model is a model type or RuntimeModel");
   static_assert(is_device_mesh_v<Mesh>, "meshplan: MoEBlock's Mesh must be a DeviceMesh<...>");
-  static_assert(validate<Model, Mesh, Plan>());
+  static_assert(!static_model || detail::static_moe_model<Model>(),
+                "meshplan: MoEBlock needs a model with experts (num_experts > 0)");
+  static_assert(!static_model || detail::static_validate<Model, Mesh, Plan>());
 
  public:
   using T = typename Backend::value_type;
-  static constexpr ModelSpec model = Model::spec;
   static constexpr MoEBlockPlan block_plan = moe_block_plan(Plan::entries);
 
   /// Slices this rank's weights from the full block weights by each parameter's layout.
-  MoEBlock(const Mesh& mesh, index_t rank, const MoEWeights<T>& full) : mesh_(mesh), rank_(rank) {
-    validate<Model, Plan>(mesh_);
-    check_full_weights(model, full);
+  MoEBlock(const Mesh& mesh, index_t rank, const MoEWeights<T>& full)
+    requires static_model
+      : MoEBlock(Model::spec, mesh, rank, full) {}
+  MoEBlock(const Mesh& mesh, index_t rank, const MoEWeightLoader<T>& load)
+    requires static_model
+      : MoEBlock(Model::spec, mesh, rank, load) {}
+
+  /// With a config known at run time (Model = RuntimeModel).
+  MoEBlock(const ModelSpec& model, const Mesh& mesh, index_t rank, const MoEWeights<T>& full)
+      : MoEBlock(model, mesh, rank, (check_full(model, full), slice_of(full))) {}
+
+  MoEBlock(const ModelSpec& model, const Mesh& mesh, index_t rank, const MoEWeightLoader<T>& load)
+      : model_(model), mesh_(mesh), rank_(rank) {
+    enforce(model_rules::check_config(model_));
+    if (!model_.is_moe())
+      throw RuleViolation(Message::rule("model_has_experts") << "an MoEBlock needs a model with experts; this "
+                                                             << to_string(model_.family) << " config has none");
     const MeshSpec spec(mesh_);
-    for (const LoweredParam& p : lower(model, spec, Plan::entries, rank_)) {
+    validate(model_, spec, Plan::entries);
+    for (const LoweredParam& p : lower(model_, spec, Plan::entries, rank_)) {
       const std::string_view name = p.info.name;
-      auto piece = [&](const auto& tensor) { return cpu::local_piece(tensor, p.layout(spec), rank_); };
-      if (name == "layers.*.mlp.gate.weight") w_.router = piece(full.router);
-      if (name == "layers.*.mlp.gate.e_score_correction_bias") w_.correction_bias = piece(full.correction_bias);
-      if (name == "layers.*.mlp.experts.gate_up_proj") {
-        w_.gate_up = piece(full.gate_up);
-        expert_begin_ = p.layout(spec).global_offsets(rank_)[0];
+      if (!is_block_param(name)) continue;
+      const std::string_view local = name.substr(block_prefix.size());
+      const LayoutSpec layout = p.layout(spec);
+      if (local == "gate.e_score_correction_bias") {
+        w_.correction_bias = load.bias(local, layout, rank_);
+        continue;
       }
-      if (name == "layers.*.mlp.experts.down_proj") w_.down = piece(full.down);
-      if (name == "layers.*.mlp.shared_experts.gate_proj.weight") w_.shared_gate = piece(full.shared_gate);
-      if (name == "layers.*.mlp.shared_experts.up_proj.weight") w_.shared_up = piece(full.shared_up);
-      if (name == "layers.*.mlp.shared_experts.down_proj.weight") w_.shared_down = piece(full.shared_down);
+      Tensor<T> piece = load.weight(local, layout, rank_);
+      piece.require_shape(name, layout.local_extents(rank_));
+      if (local == "gate.weight") w_.router = std::move(piece);
+      if (local == "experts.gate_up_proj") {
+        w_.gate_up = std::move(piece);
+        expert_begin_ = layout.global_offsets(rank_)[0];
+      }
+      if (local == "experts.down_proj") w_.down = std::move(piece);
+      if (local == "shared_experts.gate_proj.weight") w_.shared_gate = std::move(piece);
+      if (local == "shared_experts.up_proj.weight") w_.shared_up = std::move(piece);
+      if (local == "shared_experts.down_proj.weight") w_.shared_down = std::move(piece);
     }
   }
 
+  const ModelSpec& model() const noexcept { return model_; }
   index_t rank() const noexcept { return rank_; }
   const MoEWeights<T>& local_weights() const noexcept { return w_; }
   /// The global index of this rank's first local expert.
@@ -121,28 +193,38 @@ class MoEBlock {
   index_t local_experts() const noexcept { return w_.gate_up.dim(0); }
   /// Rows each local expert computed in the last forward (all ranks' tokens routed here).
   const std::vector<index_t>& rows_per_local_expert() const noexcept { return rows_per_expert_; }
-  /// The routing of this rank's tokens in the last forward.
+  /// The routing of the tokens this rank routed in the last forward (after entry hooks).
   const Routing& last_routing() const noexcept { return routing_; }
+  /// Which rows of the last forward's input the routing's rows `[routing_row, +count)` are:
+  /// input rows `[input_row, +count)` (an entry gather adds other ranks' rows; a split keeps
+  /// a part).
+  struct RoutedRows {
+    index_t routing_row = 0;
+    index_t input_row = 0;
+    index_t count = 0;
+  };
+  const RoutedRows& routed_input_rows() const noexcept { return routed_rows_; }
 
   /// x: the tokens this rank holds at the block's input, [tokens, hidden]. Returns the
   /// block's output for the tokens the rank holds at its output (the same tokens, for
   /// every built-in plan).
   template <Communicator C>
   Tensor<T> forward(C& comm, const Tensor<T>& x_in) {
-    const index_t H = model.hidden_size;
+    const index_t H = model_.hidden_size;
     const Group world = comm.world_group();
     agree(comm,
           first_of({moe_rules::rank_matches(rank_, comm.rank()), moe_rules::hidden_states_shape(x_in.shape(), H)}),
           world);
 
     Tensor<T> x = x_in;
+    routed_rows_ = {0, 0, x_in.dim(0)};
     for (std::size_t i = 0; i < block_plan.entry_count; ++i) x = apply_hook(comm, block_plan.entry[i], x, "mlp entry");
     const index_t tokens = x.dim(0);
 
     // Route; a non-finite logit is refused on every rank before any row moves.
     const Tensor<float> logits = cpu::router_logits(x, w_.router);
     agree(comm, cpu::check_logits(logits), world);
-    routing_ = cpu::route(model, logits, w_.correction_bias.span());
+    routing_ = cpu::route(model_, logits, w_.correction_bias.span());
 
     // Routed experts: one output row per (token, slot), fp32 when the intermediate dim is
     // split (partial sums), else stored in T as the reference stores it.
@@ -168,13 +250,14 @@ class MoEBlock {
   /// A prepare-input or -output hook on the token dim.
   template <Communicator C>
   Tensor<T> apply_hook(C& comm, const MoEHook& h, const Tensor<T>& x, std::string_view label) {
-    const index_t H = model.hidden_size;
+    const index_t H = model_.hidden_size;
     if (h.from == Act::shard_seq && h.to == Act::replicate) {
       const Group g = group(h.axis);
       std::vector<index_t> counts(static_cast<std::size_t>(g.size()));
       index_t mine = x.dim(0);
       comm.all_gather(std::span<const index_t>(&mine, 1), std::span<index_t>(counts), g, label);
       gathered_counts_ = counts;  // tokens per member, for the reduce-scatter back
+      for (index_t m = 0; m < g.rank; ++m) routed_rows_.routing_row += counts[static_cast<std::size_t>(m)];
       index_t total = 0;
       for (index_t& c : counts) total += (c *= H);
       Tensor<T> gathered({total / H, H});
@@ -184,6 +267,7 @@ class MoEBlock {
     if (h.from == Act::replicate && h.to == Act::shard_seq) {
       const Group g = group(h.axis);
       const Chunk c = chunk(x.dim(0), g.size(), g.rank);
+      if (label == "mlp entry") routed_rows_ = {0, routed_rows_.input_row + c.offset, c.size};
       return Tensor<T>({c.size, H}, std::vector<T>(x.data() + c.offset * H, x.data() + (c.offset + c.size) * H));
     }
     return x;
@@ -192,8 +276,8 @@ class MoEBlock {
   /// Every expert on this rank (tensor parallel or replicated experts).
   template <class Row>
   std::vector<Row> compute_local(const Tensor<T>& x) {
-    const index_t H = model.hidden_size, k = routing_.top_k;
-    const ExpertOrder order = cpu::sort_by_expert(routing_, model.num_experts);
+    const index_t H = model_.hidden_size, k = routing_.top_k;
+    const ExpertOrder order = cpu::sort_by_expert(routing_, model_.num_experts);
     std::vector<T> rows(order.order.size() * static_cast<std::size_t>(H));
     cpu::gather_rows<T>(x.span(), cpu::tokens_of(order, k), H, rows);
     rows_per_expert_ = order.counts;
@@ -203,7 +287,7 @@ class MoEBlock {
   /// Expert parallelism: the rows travel to the ranks holding their experts and back.
   template <class Row, Communicator C>
   std::vector<Row> dispatch_and_compute(C& comm, const Tensor<T>& x) {
-    const index_t H = model.hidden_size, k = routing_.top_k, E = model.num_experts;
+    const index_t H = model_.hidden_size, k = routing_.top_k, E = model_.num_experts;
     const Group ep = group(block_plan.ep_axis);
     const index_t P = ep.size(), El = E / P;
 
@@ -251,7 +335,7 @@ class MoEBlock {
   template <class Row>
   std::vector<Row> run_experts(std::span<const T> rows, std::span<const index_t> offsets,
                                std::span<const index_t> index) {
-    const index_t H = model.hidden_size;
+    const index_t H = model_.hidden_size;
     std::vector<float> y(rows.size());
     cpu::grouped_expert_mlp<T>(rows, offsets, w_.gate_up, w_.down, y);
     std::vector<Row> stored(y.size());
@@ -264,7 +348,7 @@ class MoEBlock {
   /// Reduces partial sums and adds the shared experts, with the reference's roundings.
   template <Communicator C>
   Tensor<T> finish(C& comm, std::vector<float> routed, std::vector<float> shared, index_t tokens) {
-    const index_t H = model.hidden_size;
+    const index_t H = model_.hidden_size;
     constexpr auto& bp = block_plan;
     const bool has_shared = !shared.empty();
     // Both partial over the same axis the same way: one reduction of their sum.
@@ -316,12 +400,26 @@ class MoEBlock {
   }
 
   Tensor<T> round(const std::vector<float>& v) const {
-    const index_t H = model.hidden_size;
+    const index_t H = model_.hidden_size;
     Tensor<T> out({static_cast<index_t>(v.size()) / H, H});
     for (index_t i = 0; i < out.numel(); ++i) out[i] = from_float<T>(v[i]);
     return out;
   }
 
+  static constexpr std::string_view block_prefix = "layers.*.mlp.";
+  /// The router, the routed and the shared experts; not DeepSeek-V3's dense first-layer MLP.
+  static constexpr bool is_block_param(std::string_view name) noexcept {
+    if (name.substr(0, block_prefix.size()) != block_prefix) return false;
+    const std::string_view local = name.substr(block_prefix.size());
+    return local.starts_with("gate.") || local.starts_with("experts.") || local.starts_with("shared_experts.");
+  }
+
+  static const MoEWeights<T>& check_full(const ModelSpec& model, const MoEWeights<T>& full) {
+    check_full_weights(model, full);
+    return full;
+  }
+
+  ModelSpec model_;
   Mesh mesh_;
   index_t rank_;
   MoEWeights<T> w_;
@@ -329,6 +427,7 @@ class MoEBlock {
   Routing routing_;
   std::vector<index_t> rows_per_expert_;
   std::vector<index_t> gathered_counts_;
+  RoutedRows routed_rows_;
 };
 
 }  // namespace meshplan

@@ -32,6 +32,9 @@ struct EntrySpec {
   std::string_view pattern;
   std::array<StyleSpec, max_styles_per_entry> styles{};
   std::size_t style_count = 0;
+  /// May match nothing: a family plan's entry for parameters some configs of the family lack
+  /// (DeepSeek-V3's dense first layers when first_k_dense_replace is 0).
+  bool optional = false;
 
   constexpr std::span<const StyleSpec> style_list() const noexcept { return {styles.data(), style_count}; }
   constexpr bool is_hook_entry() const noexcept { return style_count > 0 && is_hook(styles[0].kind); }
@@ -58,6 +61,20 @@ struct Entry {
     return e;
   }();
 };
+
+/// Entry<Pattern, Styles...>, optional (allowed to match nothing) when Optional is true.
+template <fixed_string Pattern, bool Optional, Style... Styles>
+struct EntryWith : Entry<Pattern, Styles...> {
+  static constexpr EntrySpec spec = [] {
+    EntrySpec e = Entry<Pattern, Styles...>::spec;
+    e.optional = Optional;
+    return e;
+  }();
+};
+
+/// An entry that may match nothing (see EntrySpec::optional).
+template <fixed_string Pattern, Style... Styles>
+struct OptionalEntry : EntryWith<Pattern, true, Styles...> {};
 
 /// Tested by a member tag: nvcc cannot match partial specializations on class-type
 /// template arguments such as fixed_string.

@@ -61,7 +61,7 @@ constexpr Message entry_style_kinds(const EntrySpec& e) noexcept {
 /// Every entry matches something: a parameter entry at least one parameter, a hook entry
 /// at least one module scope.
 constexpr Message entry_matches(const EntrySpec& e, bool matched) noexcept {
-  if (matched) return {};
+  if (matched || e.optional) return {};
   return Message::rule("entry_matches")
          << "plan entry '" << e.pattern << "' matches no "
          << (e.is_hook_entry() ? "module scope (hooks apply to layers.*.self_attn, layers.*.mlp and lm_head)"

@@ -78,17 +78,23 @@ struct sp_mla : plan_cat_t<mla_latents, Plan<Entry<"layers.*.self_attn", gather_
                                             Entry<"layers.*.self_attn.o_proj", rowwise_reduce_scatter<TP>>>> {};
 
 // ---- Dense MLPs (Qwen3, DeepSeek-V3's first layers and shared experts) --------------------
-template <fixed_string Prefix>
-struct replicated_mlp : Plan<Entry<Prefix + ".gate_proj", replicate>, Entry<Prefix + ".up_proj", replicate>,
-                            Entry<Prefix + ".down_proj", replicate>> {};
+// Optional entries may match nothing: DeepSeek-V3's dense first layers, since a config may
+// have none (first_k_dense_replace 0). (A bool rather than a template template parameter:
+// nvcc's host code generation mangles constrained template template arguments.)
+template <fixed_string Prefix, bool Optional = false>
+struct replicated_mlp
+    : Plan<EntryWith<Prefix + ".gate_proj", Optional, replicate>, EntryWith<Prefix + ".up_proj", Optional, replicate>,
+           EntryWith<Prefix + ".down_proj", Optional, replicate>> {};
 
-template <fixed_string Prefix, fixed_string TP>
-struct tp_mlp : Plan<Entry<Prefix + ".gate_proj", colwise<TP>>, Entry<Prefix + ".up_proj", colwise<TP>>,
-                    Entry<Prefix + ".down_proj", rowwise<TP>>> {};
+template <fixed_string Prefix, fixed_string TP, bool Optional = false>
+struct tp_mlp : Plan<EntryWith<Prefix + ".gate_proj", Optional, colwise<TP>>,
+                     EntryWith<Prefix + ".up_proj", Optional, colwise<TP>>,
+                     EntryWith<Prefix + ".down_proj", Optional, rowwise<TP>>> {};
 
-template <fixed_string Prefix, fixed_string TP>
-struct sp_mlp : Plan<Entry<Prefix + ".gate_proj", colwise<TP>>, Entry<Prefix + ".up_proj", colwise<TP>>,
-                    Entry<Prefix + ".down_proj", rowwise_reduce_scatter<TP>>> {};
+template <fixed_string Prefix, fixed_string TP, bool Optional = false>
+struct sp_mlp : Plan<EntryWith<Prefix + ".gate_proj", Optional, colwise<TP>>,
+                     EntryWith<Prefix + ".up_proj", Optional, colwise<TP>>,
+                     EntryWith<Prefix + ".down_proj", Optional, rowwise_reduce_scatter<TP>>> {};
 
 // ---- Mixture of experts -------------------------------------------------------------------
 struct replicated_router : Plan<Entry<"layers.*.mlp.gate", replicate>> {};
