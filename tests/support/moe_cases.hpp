@@ -24,7 +24,7 @@ enum class RoutingKind { uniform, skewed, one_expert, idle_experts };
 constexpr RoutingKind all_routings[] = {RoutingKind::uniform, RoutingKind::skewed, RoutingKind::one_expert,
                                         RoutingKind::idle_experts};
 
-const char* name(RoutingKind k) {
+inline const char* name(RoutingKind k) {
   switch (k) {
     case RoutingKind::uniform: return "uniform";
     case RoutingKind::skewed: return "skewed";

@@ -1,0 +1,30 @@
+# CTest driver: runs meshplan-moe on a golden fixture, then compares its output with what
+# transformers computed.
+#   -DRUNNER=... -DCOMPARE=... -DFIXTURE=<dir> -DMESH=ep=4 -DPLAN=<name or empty> -DOUT=<file>
+cmake_minimum_required(VERSION 3.25)
+set(args --config ${FIXTURE}/config.json --weights ${FIXTURE}/block.safetensors
+         --input ${FIXTURE}/input.safetensors --mesh ${MESH} --output ${OUT})
+if(PLAN)
+  list(APPEND args --plan ${PLAN})
+endif()
+execute_process(COMMAND ${RUNNER} ${args} RESULT_VARIABLE r OUTPUT_VARIABLE o ERROR_VARIABLE e)
+if(NOT r EQUAL 0)
+  message(FATAL_ERROR "meshplan-moe failed (${r}):\n${o}${e}")
+endif()
+message(STATUS "${o}")
+foreach(check "hidden_states;output;1e-5" "topk_ids;topk_ids;0;rows-as-sets")
+  list(GET check 0 mine)
+  list(GET check 1 theirs)
+  list(GET check 2 rtol)
+  set(extra "")
+  list(LENGTH check n)
+  if(n GREATER 3)
+    list(GET check 3 extra)
+  endif()
+  execute_process(COMMAND ${COMPARE} ${OUT} ${mine} ${FIXTURE}/expected.safetensors ${theirs} ${rtol} ${extra}
+                  RESULT_VARIABLE r OUTPUT_VARIABLE o ERROR_VARIABLE e)
+  if(NOT r EQUAL 0)
+    message(FATAL_ERROR "${mine} differs from transformers' ${theirs}:\n${o}${e}")
+  endif()
+  message(STATUS "${o}")
+endforeach()
