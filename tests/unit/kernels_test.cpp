@@ -89,6 +89,8 @@ TEST_CASE("pairs sort by expert stably; regrouping puts received blocks expert-m
   // Received from 2 sources for 2 local experts: counts (s0: 1, 2), (s1: 3, 0).
   std::vector<index_t> counts = {1, 2, 3, 0};
   CHECK(mp::cpu::regroup_index(counts, 2, 2) == std::vector<index_t>{0, 3, 4, 5, 1, 2});
+  CHECK(mp::cpu::regroup_blocks(counts, 2, 2) ==
+        std::vector<mp::cpu::RegroupBlock>{{0, 0, 1}, {3, 1, 3}, {1, 4, 2}});
   mp::Routing bad{1, 1, {7}, {1.0f}};
   CHECK_THROWS_WITH(mp::cpu::sort_by_expert(bad, 4), Catch::Contains("[expert_id_valid]"));
 }

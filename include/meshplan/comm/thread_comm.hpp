@@ -9,119 +9,44 @@
 //   });                                            // rethrows the first exception of any rank
 //
 // A collective publishes each member's buffers, waits for the group, lets every member read
-// its peers' buffers directly, and waits again before anyone may reuse them. When a rank
-// throws, the world is aborted: every rank waiting in a collective throws CommAborted, so a
-// failure never leaves the others hanging.
+// its peers' buffers directly, and waits again before anyone may reuse them (rendezvous.hpp:
+// a failing rank releases the others).
 
-#include <atomic>
 #include <concepts>
-#include <condition_variable>
 #include <cstddef>
 #include <cstring>
-#include <exception>
-#include <map>
-#include <memory>
-#include <mutex>
 #include <span>
-#include <stdexcept>
 #include <string_view>
-#include <thread>
 #include <type_traits>
 #include <vector>
 
 #include "meshplan/comm/collective_rules.hpp"
 #include "meshplan/comm/communicator.hpp"
 #include "meshplan/comm/ordered_reduce.hpp"
+#include "meshplan/comm/rendezvous.hpp"
 #include "meshplan/core/diagnostic.hpp"
 #include "meshplan/core/size.hpp"
 #include "meshplan/mesh/group.hpp"
 
 namespace meshplan {
 
-/// Thrown in ranks that wait for a collective after another rank failed.
-class CommAborted : public std::runtime_error {
- public:
-  CommAborted() : std::runtime_error("meshplan: the collective was abandoned because another rank failed") {}
-};
-
 class ThreadComm;
 
-class ThreadWorld {
+/// N ranks as threads, meeting through a Rendezvous.
+class ThreadWorld : public Rendezvous {
  public:
-  explicit ThreadWorld(index_t size) : size_(size), slots_(static_cast<std::size_t>(size)) {
-    enforce(size >= 1 ? Message{} : Message::rule("world_size_positive") << "a ThreadWorld needs at least 1 rank");
-  }
+  explicit ThreadWorld(index_t size) : Rendezvous(size) {}
 
-  index_t size() const noexcept { return size_; }
-
-  /// Runs fn(ThreadComm&) once per rank, each on its own thread, and waits for all. If any
-  /// rank throws, the others are released from their collectives, and the cause (the lowest
-  /// rank's own error, not one reporting another rank's failure) is rethrown here.
+  /// Runs fn(ThreadComm&) once per rank, each on its own thread (see Rendezvous::run).
   template <class F>
   void run(F&& fn);
-
- private:
-  friend class ThreadComm;
-
-  /// What a member offers to a collective.
-  struct Slot {
-    const void* send = nullptr;
-    std::size_t send_elements = 0;
-    std::size_t element_bytes = 0;
-    const index_t* counts = nullptr;  // all_to_all_v send counts, all_gather_v recv counts
-  };
-
-  struct Barrier {
-    std::mutex m;
-    std::condition_variable cv;
-    index_t arrived = 0;
-    std::uint64_t generation = 0;
-  };
-
-  Barrier& barrier_for(const std::vector<index_t>& members) {
-    std::lock_guard lock(barriers_mutex_);
-    auto& b = barriers_[members];
-    if (!b) b = std::make_unique<Barrier>();
-    return *b;
-  }
-
-  void wait(const Group& g) {
-    Barrier& b = barrier_for(g.members);
-    std::unique_lock lock(b.m);
-    if (aborted_) throw CommAborted();
-    const auto generation = b.generation;
-    if (++b.arrived == g.size()) {
-      b.arrived = 0;
-      ++b.generation;
-      b.cv.notify_all();
-      return;
-    }
-    b.cv.wait(lock, [&] { return b.generation != generation || aborted_; });
-    if (b.generation == generation) throw CommAborted();
-  }
-
-  void abort() {
-    {
-      std::lock_guard lock(barriers_mutex_);
-      aborted_ = true;
-    }
-    std::lock_guard lock(barriers_mutex_);
-    for (auto& [members, b] : barriers_) {
-      std::lock_guard inner(b->m);
-      b->cv.notify_all();
-    }
-  }
-
-  index_t size_;
-  std::vector<Slot> slots_;
-  std::mutex barriers_mutex_;
-  std::map<std::vector<index_t>, std::unique_ptr<Barrier>> barriers_;
-  std::atomic<bool> aborted_{false};
 };
 
 class ThreadComm {
  public:
-  ThreadComm(ThreadWorld& world, index_t rank) : world_(&world), rank_(rank) {}
+  /// Any Rendezvous will do: CudaLocalComm lends its world to a ThreadComm for host-side
+  /// exchanges among the same ranks.
+  ThreadComm(Rendezvous& world, index_t rank) : world_(&world), rank_(rank) {}
 
   index_t rank() const noexcept { return rank_; }
   index_t size() const noexcept { return world_->size(); }
@@ -220,7 +145,7 @@ class ThreadComm {
     collective<T>(g, send.data(), send.size(), send_counts.data(), [&](auto peer) {
       std::size_t out = 0;
       for (index_t m = 0; m < g.size(); ++m) {
-        const ThreadWorld::Slot& s = slot(g, m);
+        const Rendezvous::Slot& s = slot(g, m);
         // Where my part starts in member m's send buffer, and how long it is.
         index_t offset = 0;
         for (index_t q = 0; q < g.rank; ++q) offset += s.counts[q];
@@ -267,15 +192,15 @@ class ThreadComm {
     enforce(comm_rules::sizes_match(what, label, member, static_cast<index_t>(got), static_cast<index_t>(expected)));
   }
 
-  const ThreadWorld::Slot& slot(const Group& g, index_t member) const {
-    return world_->slots_[static_cast<std::size_t>(g.members[static_cast<std::size_t>(member)])];
+  const Rendezvous::Slot& slot(const Group& g, index_t member) const {
+    return world_->slot(g.members[static_cast<std::size_t>(member)]);
   }
 
   /// Publish, wait, run `body(peer)` where peer(m) is member m's send buffer, wait.
   template <class T, class Body>
   void collective(const Group& g, const T* send, std::size_t elements, const index_t* counts, Body&& body) {
     enforce(comm_rules::member_of_group(rank_, g));
-    world_->slots_[static_cast<std::size_t>(rank_)] = {send, elements, sizeof(T), counts};
+    world_->slot(rank_) = {send, elements, sizeof(T), counts};
     world_->wait(g);
     for (index_t m = 0; m < g.size(); ++m)
       enforce(comm_rules::element_types_match("collective", m, slot(g, m).element_bytes, sizeof(T)));
@@ -287,46 +212,14 @@ class ThreadComm {
     world_->wait(g);
   }
 
-  ThreadWorld* world_;
+  Rendezvous* world_;
   index_t rank_;
   CommStats stats_;
 };
 
 template <class F>
 void ThreadWorld::run(F&& fn) {
-  aborted_ = false;
-  barriers_.clear();  // an aborted run may have left some half-arrived
-  std::vector<std::exception_ptr> errors(static_cast<std::size_t>(size_));
-  std::vector<std::thread> threads;
-  threads.reserve(static_cast<std::size_t>(size_));
-  for (index_t r = 0; r < size_; ++r)
-    threads.emplace_back([&, r] {
-      try {
-        ThreadComm comm(*this, r);
-        fn(comm);
-      } catch (...) {
-        errors[static_cast<std::size_t>(r)] = std::current_exception();
-        abort();
-      }
-    });
-  for (auto& t : threads) t.join();
-  // Rethrow the cause: the lowest rank's error that is not merely another rank's failure
-  // reaching it (CommAborted, or a peer's refusal reported through agreement).
-  std::exception_ptr consequence;
-  for (const auto& e : errors) {
-    if (!e) continue;
-    try {
-      std::rethrow_exception(e);
-    } catch (const CommAborted&) {
-      if (!consequence) consequence = e;
-    } catch (const RuleViolation& v) {
-      if (v.rule() != "peer_input_error" && v.rule() != "collective_peer_error") std::rethrow_exception(e);
-      if (!consequence) consequence = e;
-    } catch (...) {
-      std::rethrow_exception(e);
-    }
-  }
-  if (consequence) std::rethrow_exception(consequence);
+  Rendezvous::run([this](index_t r) { return ThreadComm(*this, r); }, [&](ThreadComm& comm) { fn(comm); });
 }
 
 }  // namespace meshplan

@@ -73,20 +73,41 @@ inline std::vector<index_t> tokens_of(const ExpertOrder& o, index_t top_k) {
   return t;
 }
 
+/// A run of rows moved as one block when regrouping: rows [from, from + rows) of the
+/// received order go to [to, to + rows) of the expert-major order.
+struct RegroupBlock {
+  index_t from;
+  index_t to;
+  index_t rows;
+  friend constexpr bool operator==(const RegroupBlock&, const RegroupBlock&) = default;
+};
+
 /// For rows received as (source s, local expert j) blocks in s-major order with
-/// counts[s * experts + j], the received position of each row in j-major order.
-inline std::vector<index_t> regroup_index(std::span<const index_t> counts, index_t sources, index_t experts) {
+/// counts[s * experts + j], the blocks that put them j-major (then s). Empty blocks are left
+/// out. The CUDA layer copies these blocks on the device.
+inline std::vector<RegroupBlock> regroup_blocks(std::span<const index_t> counts, index_t sources, index_t experts) {
   std::vector<index_t> start(static_cast<std::size_t>(sources * experts));
   index_t pos = 0;
   for (index_t i = 0; i < sources * experts; ++i) {
-    start[i] = pos;
-    pos += counts[i];
+    start[static_cast<std::size_t>(i)] = pos;
+    pos += counts[static_cast<std::size_t>(i)];
   }
-  std::vector<index_t> index;
-  index.reserve(static_cast<std::size_t>(pos));
+  std::vector<RegroupBlock> blocks;
+  index_t to = 0;
   for (index_t j = 0; j < experts; ++j)
     for (index_t s = 0; s < sources; ++s)
-      for (index_t r = 0; r < counts[s * experts + j]; ++r) index.push_back(start[s * experts + j] + r);
+      if (const index_t n = counts[static_cast<std::size_t>(s * experts + j)]; n > 0) {
+        blocks.push_back({start[static_cast<std::size_t>(s * experts + j)], to, n});
+        to += n;
+      }
+  return blocks;
+}
+
+/// The same as a per-row index: the received position of each row in j-major order.
+inline std::vector<index_t> regroup_index(std::span<const index_t> counts, index_t sources, index_t experts) {
+  std::vector<index_t> index;
+  for (const RegroupBlock& b : regroup_blocks(counts, sources, experts))
+    for (index_t r = 0; r < b.rows; ++r) index.push_back(b.from + r);
   return index;
 }
 
