@@ -10,6 +10,7 @@
 #include "meshplan/cpu/router.hpp"
 #include "meshplan/cpu/slice.hpp"
 #include "meshplan/model/presets.hpp"
+#include "meshplan/moe/dispatch_counts.hpp"
 
 namespace mp = meshplan;
 using mp::index_t;
@@ -110,4 +111,19 @@ TEST_CASE("local pieces of a tensor follow its layout, and put back together", "
   CHECK(mp::cpu::local_piece(full, layout, 1).vector() == std::vector<float>{2, 3, 6, 7, 10, 11, 14, 15});
   CHECK(rebuilt == full);
   CHECK_THROWS_WITH(mp::cpu::local_piece(mp::Tensor<float>({4, 6}), layout, 0), Catch::Contains("[shape_matches]"));
+}
+
+TEST_CASE("the sizes of an expert-parallel exchange come from the two count tables", "[permute]") {
+  // 6 experts over 3 members (2 each). This rank routes to experts 0..5: 1, 0, 2, 3, 0, 4.
+  const std::vector<index_t> to_expert = {1, 0, 2, 3, 0, 4};
+  // Rows members 0, 1, 2 route to this rank's local experts 0 and 1.
+  const std::vector<index_t> from = {5, 0, 0, 0, 2, 7};
+  const mp::DispatchCounts d = mp::dispatch_counts(to_expert, from, 3);
+  CHECK(d.send_rows == std::vector<index_t>{1, 5, 4});
+  CHECK(d.recv_rows == std::vector<index_t>{5, 0, 9});
+  CHECK(d.rows_per_local_expert == std::vector<index_t>{7, 7});
+  CHECK(d.local_offsets == std::vector<index_t>{0, 7, 14});
+  CHECK(d.received() == 14);
+  CHECK(mp::DispatchCounts::elements(d.send_rows, 64) == std::vector<index_t>{64, 320, 256});
+  CHECK_THROWS_WITH(mp::dispatch_counts(to_expert, from, 4), Catch::Contains("[experts_divisible]"));
 }

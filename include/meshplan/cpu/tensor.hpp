@@ -39,6 +39,13 @@ inline Message extents_valid(const std::vector<index_t>& shape) {
 }
 }  // namespace cpu_rules
 
+/// The number of elements of a tensor of this shape.
+inline index_t element_count(const std::vector<index_t>& shape) noexcept {
+  index_t n = 1;
+  for (index_t e : shape) n *= e;
+  return n;
+}
+
 template <class T>
 class Tensor {
  public:
@@ -82,11 +89,7 @@ class Tensor {
   friend bool operator==(const Tensor&, const Tensor&) = default;
 
  private:
-  static index_t count(const std::vector<index_t>& shape) noexcept {
-    index_t n = 1;
-    for (index_t e : shape) n *= e;
-    return n;
-  }
+  static index_t count(const std::vector<index_t>& shape) noexcept { return element_count(shape); }
 
   std::vector<index_t> shape_;
   std::vector<T> data_;

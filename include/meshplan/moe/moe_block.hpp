@@ -26,7 +26,6 @@
 // agree over all ranks, so a refusal is an exception everywhere, never a hang.
 
 #include <algorithm>
-#include <functional>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -44,14 +43,14 @@
 #include "meshplan/cpu/experts.hpp"
 #include "meshplan/cpu/permute.hpp"
 #include "meshplan/cpu/router.hpp"
-#include "meshplan/cpu/slice.hpp"
 #include "meshplan/cpu/tensor.hpp"
 #include "meshplan/model/model_rules.hpp"
 #include "meshplan/model/model_spec.hpp"
 #include "meshplan/moe/block_plan.hpp"
+#include "meshplan/moe/dispatch_counts.hpp"
 #include "meshplan/moe/moe_weights.hpp"
+#include "meshplan/moe/rank_weights.hpp"
 #include "meshplan/placement/sharding.hpp"
-#include "meshplan/plan/lower.hpp"
 #include "meshplan/plan/validate.hpp"
 
 namespace meshplan {
@@ -97,46 +96,36 @@ inline Message rank_matches(index_t block_rank, index_t comm_rank) {
 }
 }  // namespace moe_rules
 
+/// Which rows of a forward's input the routing's rows `[routing_row, +count)` are: input
+/// rows `[input_row, +count)` (an entry gather adds other ranks' rows; a split keeps a part).
+struct RoutedRows {
+  index_t routing_row = 0;
+  index_t input_row = 0;
+  index_t count = 0;
+};
+
 /// The model of an MoEBlock whose config is known only at run time (read from a config.json):
 /// the block then takes the ModelSpec in its constructor and validates there.
 struct RuntimeModel {};
 
-/// Where a rank's weights come from: each function returns the piece a layout gives `rank`
-/// of a block parameter named as in transformers 5 without the layer prefix ("gate.weight",
-/// "experts.gate_up_proj", ...); `bias` serves the fp32 "gate.e_score_correction_bias".
-template <StorageType T>
-struct MoEWeightLoader {
-  std::function<Tensor<T>(std::string_view name, const LayoutSpec& layout, index_t rank)> weight;
-  std::function<Tensor<float>(std::string_view name, const LayoutSpec& layout, index_t rank)> bias;
-};
-
-/// Slices the pieces from full block weights held in memory.
-template <StorageType T>
-MoEWeightLoader<T> slice_of(const MoEWeights<T>& full) {
-  auto tensor = [&full](std::string_view name) -> const Tensor<T>& {
-    if (name == "gate.weight") return full.router;
-    if (name == "experts.gate_up_proj") return full.gate_up;
-    if (name == "experts.down_proj") return full.down;
-    if (name == "shared_experts.gate_proj.weight") return full.shared_gate;
-    if (name == "shared_experts.up_proj.weight") return full.shared_up;
-    return full.shared_down;
-  };
-  return {[tensor](std::string_view name, const LayoutSpec& layout, index_t rank) {
-            return cpu::local_piece(tensor(name), layout, rank);
-          },
-          [&full](std::string_view, const LayoutSpec& layout, index_t rank) {
-            return cpu::local_piece(full.correction_bias, layout, rank);
-          }};
-}
-
-template <class Model, class Mesh, PlanType Plan, class Backend = CpuBackend<float>>
-class MoEBlock {
+namespace detail {
+/// What every MoEBlock asks of its parameters, whatever its backend.
+template <class Model, class Mesh, class Plan>
+struct MoEBlockRequirements {
   static constexpr bool static_model = !std::is_same_v<Model, RuntimeModel>;
   static_assert(!static_model || ModelType<Model>, "meshplan: MoEBlock's Model is a model type or RuntimeModel");
   static_assert(is_device_mesh_v<Mesh>, "meshplan: MoEBlock's Mesh must be a DeviceMesh<...>");
   static_assert(!static_model || detail::static_moe_model<Model>(),
                 "meshplan: MoEBlock needs a model with experts (num_experts > 0)");
   static_assert(!static_model || detail::static_validate<Model, Mesh, Plan>());
+};
+}  // namespace detail
+
+/// The MoE block on the CPU backend; cuda/moe/moe_block.cuh specializes it for
+/// cuda::CudaBackend<T>.
+template <class Model, class Mesh, PlanType Plan, class Backend = CpuBackend<float>>
+class MoEBlock {
+  static constexpr bool static_model = detail::MoEBlockRequirements<Model, Mesh, Plan>::static_model;
 
  public:
   using T = typename Backend::value_type;
@@ -152,37 +141,13 @@ class MoEBlock {
 
   /// With a config known at run time (Model = RuntimeModel).
   MoEBlock(const ModelSpec& model, const Mesh& mesh, index_t rank, const MoEWeights<T>& full)
-      : MoEBlock(model, mesh, rank, (check_full(model, full), slice_of(full))) {}
+      : MoEBlock(model, mesh, rank, slice_of(model, full)) {}
 
   MoEBlock(const ModelSpec& model, const Mesh& mesh, index_t rank, const MoEWeightLoader<T>& load)
       : model_(model), mesh_(mesh), rank_(rank) {
-    enforce(model_rules::check_config(model_));
-    if (!model_.is_moe())
-      throw RuleViolation(Message::rule("model_has_experts") << "an MoEBlock needs a model with experts; this "
-                                                             << to_string(model_.family) << " config has none");
-    const MeshSpec spec(mesh_);
-    validate(model_, spec, Plan::entries);
-    for (const LoweredParam& p : lower(model_, spec, Plan::entries, rank_)) {
-      const std::string_view name = p.info.name;
-      if (!is_block_param(name)) continue;
-      const std::string_view local = name.substr(block_prefix.size());
-      const LayoutSpec layout = p.layout(spec);
-      if (local == "gate.e_score_correction_bias") {
-        w_.correction_bias = load.bias(local, layout, rank_);
-        continue;
-      }
-      Tensor<T> piece = load.weight(local, layout, rank_);
-      piece.require_shape(name, layout.local_extents(rank_));
-      if (local == "gate.weight") w_.router = std::move(piece);
-      if (local == "experts.gate_up_proj") {
-        w_.gate_up = std::move(piece);
-        expert_begin_ = layout.global_offsets(rank_)[0];
-      }
-      if (local == "experts.down_proj") w_.down = std::move(piece);
-      if (local == "shared_experts.gate_proj.weight") w_.shared_gate = std::move(piece);
-      if (local == "shared_experts.up_proj.weight") w_.shared_up = std::move(piece);
-      if (local == "shared_experts.down_proj.weight") w_.shared_down = std::move(piece);
-    }
+    RankWeights<T> mine = load_rank_weights(model_, MeshSpec(mesh_), Plan::entries, rank_, load);
+    w_ = std::move(mine.weights);
+    expert_begin_ = mine.first_expert;
   }
 
   const ModelSpec& model() const noexcept { return model_; }
@@ -195,14 +160,7 @@ class MoEBlock {
   const std::vector<index_t>& rows_per_local_expert() const noexcept { return rows_per_expert_; }
   /// The routing of the tokens this rank routed in the last forward (after entry hooks).
   const Routing& last_routing() const noexcept { return routing_; }
-  /// Which rows of the last forward's input the routing's rows `[routing_row, +count)` are:
-  /// input rows `[input_row, +count)` (an entry gather adds other ranks' rows; a split keeps
-  /// a part).
-  struct RoutedRows {
-    index_t routing_row = 0;
-    index_t input_row = 0;
-    index_t count = 0;
-  };
+  /// Which rows of the last forward's input the routing's rows are (see RoutedRows).
   const RoutedRows& routed_input_rows() const noexcept { return routed_rows_; }
 
   /// x: the tokens this rank holds at the block's input, [tokens, hidden]. Returns the
@@ -298,27 +256,18 @@ class MoEBlock {
     // Rows per (source rank, local expert): what each rank sends to each.
     std::vector<index_t> from(static_cast<std::size_t>(E));
     comm.all_to_all(std::span<const index_t>(order.counts), std::span<index_t>(from), ep, "counts");
-    std::vector<index_t> send_counts(static_cast<std::size_t>(P)), recv_counts(static_cast<std::size_t>(P));
-    for (index_t q = 0; q < P; ++q)
-      for (index_t j = 0; j < El; ++j) {
-        send_counts[q] += order.counts[q * El + j] * H;
-        recv_counts[q] += from[q * El + j] * H;
-      }
-    index_t received = 0;
-    for (index_t c : recv_counts) received += c;
-    std::vector<T> recv(static_cast<std::size_t>(received));
+    const DispatchCounts counts = dispatch_counts(order.counts, from, P);
+    const std::vector<index_t> send_counts = DispatchCounts::elements(counts.send_rows, H);
+    const std::vector<index_t> recv_counts = DispatchCounts::elements(counts.recv_rows, H);
+    std::vector<T> recv(static_cast<std::size_t>(counts.received() * H));
     comm.all_to_all_v(std::span<const T>(send), send_counts, std::span<T>(recv), recv_counts, ep, "dispatch");
 
     // Regroup by local expert, run them, and put the results back in arrival order.
     const std::vector<index_t> regroup = cpu::regroup_index(from, P, El);
     std::vector<T> grouped(recv.size());
     cpu::gather_rows<T>(recv, regroup, H, grouped);
-    std::vector<index_t> offsets(static_cast<std::size_t>(El + 1), 0);
-    rows_per_expert_.assign(static_cast<std::size_t>(El), 0);
-    for (index_t j = 0; j < El; ++j) {
-      for (index_t s = 0; s < P; ++s) rows_per_expert_[j] += from[s * El + j];
-      offsets[j + 1] = offsets[j] + rows_per_expert_[j];
-    }
+    rows_per_expert_ = counts.rows_per_local_expert;
+    const std::vector<index_t>& offsets = counts.local_offsets;
     const std::vector<Row> y_grouped = run_experts<Row>(grouped, offsets, regroup);
 
     // Back to the senders, then from expert order to (token, slot) order.
@@ -404,19 +353,6 @@ class MoEBlock {
     Tensor<T> out({static_cast<index_t>(v.size()) / H, H});
     for (index_t i = 0; i < out.numel(); ++i) out[i] = from_float<T>(v[i]);
     return out;
-  }
-
-  static constexpr std::string_view block_prefix = "layers.*.mlp.";
-  /// The router, the routed and the shared experts; not DeepSeek-V3's dense first-layer MLP.
-  static constexpr bool is_block_param(std::string_view name) noexcept {
-    if (name.substr(0, block_prefix.size()) != block_prefix) return false;
-    const std::string_view local = name.substr(block_prefix.size());
-    return local.starts_with("gate.") || local.starts_with("experts.") || local.starts_with("shared_experts.");
-  }
-
-  static const MoEWeights<T>& check_full(const ModelSpec& model, const MoEWeights<T>& full) {
-    check_full_weights(model, full);
-    return full;
   }
 
   ModelSpec model_;
