@@ -1,0 +1,201 @@
+// CudaLocalComm against ThreadComm: every collective, on the groups of a 2 x 2 mesh and on
+// the world, gives the same bits for the same inputs (the reductions run in group order in
+// fp32 on both). Mismatched sizes are refused on every rank, and the world runs again.
+#include <catch2/catch.hpp>
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cuda_support.hpp"
+#include "meshplan/comm/thread_comm.hpp"
+#include "meshplan/cuda/comm/cuda_local_comm.cuh"
+#include "meshplan/cuda/comm/device_communicator.cuh"
+#include "meshplan/mesh/mesh_spec.hpp"
+
+namespace mp = meshplan;
+using mp::index_t;
+
+namespace {
+
+static_assert(mp::cuda::DeviceCommunicator<mp::cuda::CudaLocalComm>);
+static_assert(!mp::cuda::DeviceCommunicator<mp::ThreadComm>);
+
+/// Buffers in host memory, for ThreadComm.
+struct HostMemory {
+  std::deque<std::vector<unsigned char>> store;
+  template <class T>
+  std::span<T> make(const std::vector<T>& init) {
+    auto& b = store.emplace_back(init.size() * sizeof(T));
+    if (!init.empty()) std::memcpy(b.data(), init.data(), b.size());
+    return {reinterpret_cast<T*>(b.data()), init.size()};
+  }
+  template <class T>
+  std::vector<T> read(std::span<T> s) {
+    return {s.begin(), s.end()};
+  }
+};
+
+/// Buffers in device memory, for CudaLocalComm (copies on the rank's stream).
+struct DeviceMemory {
+  cudaStream_t stream;
+  std::deque<mp::cuda::DeviceBuffer<unsigned char>> store;
+  template <class T>
+  std::span<T> make(const std::vector<T>& init) {
+    auto& b = store.emplace_back(init.size() * sizeof(T) + 1);
+    if (!init.empty())
+      MESHPLAN_CUDA_CHECK(
+          cudaMemcpyAsync(b.data(), init.data(), init.size() * sizeof(T), cudaMemcpyHostToDevice, stream));
+    MESHPLAN_CUDA_CHECK(cudaStreamSynchronize(stream));
+    return {reinterpret_cast<T*>(b.data()), init.size()};
+  }
+  template <class T>
+  std::vector<T> read(std::span<T> s) {
+    std::vector<T> h(s.size());
+    if (!s.empty())
+      MESHPLAN_CUDA_CHECK(cudaMemcpyAsync(h.data(), s.data(), s.size_bytes(), cudaMemcpyDeviceToHost, stream));
+    MESHPLAN_CUDA_CHECK(cudaStreamSynchronize(stream));
+    return h;
+  }
+};
+
+template <class T>
+std::vector<T> values(std::size_t n, std::uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal;
+  std::vector<T> v(n);
+  for (auto& x : v) {
+    if constexpr (std::is_same_v<T, std::int32_t>)
+      x = static_cast<std::int32_t>(rng() % 1000) - 500;
+    else
+      x = mp::from_float<T>(normal(rng));
+  }
+  return v;
+}
+
+/// Runs every collective on `comm` and records each result by name.
+template <class T, class Comm, class Memory>
+std::map<std::string, std::vector<T>> exercise(Comm& comm, Memory& mem, const mp::MeshSpec& mesh) {
+  std::map<std::string, std::vector<T>> out;
+  const index_t me = comm.rank();
+  std::vector<std::pair<std::string, mp::Group>> groups = {
+      {"a", mesh.group(me, {"a"})}, {"b", mesh.group(me, {"b"})}, {"world", comm.world_group()}};
+  for (const auto& [name, g] : groups) {
+    const index_t n = g.size();
+    const auto data = values<T>(12, static_cast<std::uint32_t>(me + 1));
+    for (mp::ReduceOp op : {mp::ReduceOp::sum, mp::ReduceOp::max, mp::ReduceOp::min, mp::ReduceOp::avg}) {
+      auto d = mem.make(data);
+      comm.all_reduce(d, g, op);
+      out[name + " all_reduce " + std::to_string(static_cast<int>(op))] = mem.read(d);
+    }
+    {
+      auto send = mem.make(std::vector<T>(data.begin(), data.begin() + 3));
+      auto recv = mem.make(std::vector<T>(static_cast<std::size_t>(3 * n)));
+      comm.all_gather(std::span<const T>(send), recv, g);
+      out[name + " all_gather"] = mem.read(recv);
+    }
+    {
+      std::vector<index_t> counts;
+      index_t total = 0;
+      for (index_t m : g.members) total += (counts.emplace_back(m + 1), m + 1);
+      auto send = mem.make(std::vector<T>(data.begin(), data.begin() + me + 1));
+      auto recv = mem.make(std::vector<T>(static_cast<std::size_t>(total)));
+      comm.all_gather_v(std::span<const T>(send), recv, counts, g);
+      out[name + " all_gather_v"] = mem.read(recv);
+    }
+    {
+      auto send = mem.make(data);
+      auto recv = mem.make(std::vector<T>(12 / static_cast<std::size_t>(n)));
+      comm.reduce_scatter(std::span<const T>(send), recv, g);
+      out[name + " reduce_scatter"] = mem.read(recv);
+    }
+    {
+      auto send = mem.make(data);
+      auto recv = mem.make(std::vector<T>(12));
+      comm.all_to_all(std::span<const T>(send), recv, g);
+      out[name + " all_to_all"] = mem.read(recv);
+    }
+    {
+      // Member s sends (s + d) % 3 elements to the member at position d: some blocks empty.
+      std::vector<index_t> send_counts, recv_counts;
+      index_t sent = 0, received = 0;
+      for (index_t d = 0; d < n; ++d) sent += send_counts.emplace_back((me + d) % 3);
+      for (index_t s : g.members) received += recv_counts.emplace_back((s + g.rank) % 3);
+      auto send = mem.make(std::vector<T>(data.begin(), data.begin() + sent));
+      auto recv = mem.make(std::vector<T>(static_cast<std::size_t>(received)));
+      comm.all_to_all_v(std::span<const T>(send), send_counts, recv, recv_counts, g);
+      out[name + " all_to_all_v"] = mem.read(recv);
+    }
+    {
+      auto d = mem.make(data);
+      comm.broadcast(d, n - 1, g);
+      out[name + " broadcast"] = mem.read(d);
+    }
+  }
+  return out;
+}
+
+template <class T>
+void compare_with_thread_comm() {
+  const auto mesh = mp::MeshSpec::parse("a=2,b=2");
+  std::vector<std::map<std::string, std::vector<T>>> host(4), device(4);
+  mp::ThreadWorld threads(4);
+  threads.run([&](mp::ThreadComm& comm) {
+    HostMemory mem;
+    host[static_cast<std::size_t>(comm.rank())] = exercise<T>(comm, mem, mesh);
+  });
+  mp::cuda::CudaLocalWorld gpu(4);
+  gpu.run([&](mp::cuda::CudaLocalComm& comm) {
+    DeviceMemory mem{comm.stream(), {}};
+    device[static_cast<std::size_t>(comm.rank())] = exercise<T>(comm, mem, mesh);
+  });
+  for (std::size_t r = 0; r < 4; ++r) {
+    REQUIRE(host[r].size() == device[r].size());
+    for (const auto& [name, expected] : host[r]) {
+      INFO("rank " << r << ": " << name);
+      CHECK(cuda_support::same_bits(device[r].at(name), expected));
+    }
+  }
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("CudaLocalComm's collectives give ThreadComm's bits", "[comm]", float, mp::bfloat16, std::int32_t) {
+  compare_with_thread_comm<TestType>();
+}
+
+TEST_CASE("CudaLocalComm refuses mismatched sizes on every rank instead of hanging, and runs again", "[comm]") {
+  mp::cuda::CudaLocalWorld world(3);
+  auto mismatched = [&] {
+    world.run([&](mp::cuda::CudaLocalComm& comm) {
+      mp::cuda::DeviceBuffer<float> d(comm.rank() == 1 ? 5 : 4);
+      comm.all_reduce(d.span(), comm.world_group());
+    });
+  };
+  CHECK_THROWS_WITH(mismatched(), Catch::Contains("[collective_sizes]"));
+  std::vector<float> sums(3);
+  world.run([&](mp::cuda::CudaLocalComm& comm) {
+    mp::cuda::DeviceBuffer<float> d(1);
+    const float one = static_cast<float>(comm.rank() + 1);
+    MESHPLAN_CUDA_CHECK(cudaMemcpyAsync(d.data(), &one, sizeof one, cudaMemcpyHostToDevice, comm.stream()));
+    comm.all_reduce(d.span(), comm.world_group());
+    sums[static_cast<std::size_t>(comm.rank())] = d.download(comm.stream())[0];
+  });
+  CHECK(sums == std::vector<float>{6.0f, 6.0f, 6.0f});
+}
+
+TEST_CASE("CudaLocalComm's host() exchanges host memory among the same ranks", "[comm]") {
+  mp::cuda::CudaLocalWorld world(2);
+  std::vector<index_t> seen(4);
+  world.run([&](mp::cuda::CudaLocalComm& comm) {
+    const index_t mine = 10 + comm.rank();
+    std::vector<index_t> all(2);
+    comm.host().all_gather(std::span<const index_t>(&mine, 1), std::span<index_t>(all), comm.world_group());
+    seen[static_cast<std::size_t>(2 * comm.rank())] = all[0];
+    seen[static_cast<std::size_t>(2 * comm.rank() + 1)] = all[1];
+  });
+  CHECK(seen == std::vector<index_t>{10, 11, 10, 11});
+}
