@@ -17,32 +17,14 @@
 #include "meshplan/moe/token_layout.hpp"
 #include "meshplan/plan/builtin/registry.hpp"
 #include "../support/moe_cases.hpp"
+#include "../support/rank_checks.hpp"
 
 namespace mp = meshplan;
 using mp::index_t;
 using namespace moe_cases;
+using namespace rank_checks;
 
 namespace {
-
-int failures = 0;
-int rank = 0;
-
-void expect(bool ok, const std::string& what) {
-  if (ok) return;
-  ++failures;
-  std::fprintf(stderr, "rank %d: FAILED: %s\n", rank, what.c_str());
-}
-
-template <class F>
-void expect_throws(F&& f, const std::string& rule, const std::string& what) {
-  try {
-    f();
-    expect(false, what + ": no exception");
-  } catch (const mp::RuleViolation& e) {
-    expect(e.rule() == rule || e.rule() == "collective_peer_error" || e.rule() == "peer_input_error",
-           what + ": unexpected rule " + e.rule() + " (" + e.what() + ")");
-  }
-}
 
 void collectives(mp::MpiComm& comm) {
   const auto mesh = mp::MeshSpec::parse("ep=2,tp=2");

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "../support/moe_cases.hpp"
+#include "../support/rank_checks.hpp"
 #include "meshplan/comm/mpi_comm.hpp"
 #include "meshplan/cuda/comm/cuda_local_comm.cuh"
 #include "meshplan/cuda/comm/device_communicator.cuh"
@@ -24,19 +25,11 @@
 
 namespace mp = meshplan;
 using mp::index_t;
+using namespace rank_checks;
 
 static_assert(mp::cuda::DeviceCommunicator<mp::cuda::NcclComm>);
 
 namespace {
-
-int failures = 0;
-int rank = 0;
-
-void expect(bool ok, const std::string& what) {
-  if (ok) return;
-  ++failures;
-  std::fprintf(stderr, "rank %d: FAILED: %s\n", rank, what.c_str());
-}
 
 template <class T>
 mp::cuda::DeviceBuffer<T> device(const std::vector<T>& v, cudaStream_t s) {

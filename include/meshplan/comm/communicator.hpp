@@ -40,7 +40,9 @@ struct CommStats {
   };
   std::map<std::string, Entry, std::less<>> by_label;
 
+  /// Adds a call of `label` (an empty label counts as "unlabelled") that sent `bytes`.
   void record(std::string_view label, double bytes) {
+    if (label.empty()) label = "unlabelled";
     auto it = by_label.find(label);
     if (it == by_label.end()) it = by_label.emplace(std::string(label), Entry{}).first;
     ++it->second.calls;
@@ -54,9 +56,42 @@ struct CommStats {
   void clear() { by_label.clear(); }
 };
 
+/// The bytes a member sends in each collective, as CommStats counts them: what a ring (for
+/// the reductions and gathers) or a direct exchange (all-to-all, broadcast) sends, the
+/// same for every communicator.
+namespace traffic {
+inline double ring_fraction(const Group& g) noexcept {
+  return g.size() > 1 ? static_cast<double>(g.size() - 1) / static_cast<double>(g.size()) : 0.0;
+}
+inline double all_reduce(const Group& g, std::size_t bytes) noexcept {
+  return 2.0 * ring_fraction(g) * static_cast<double>(bytes);
+}
+/// `send_bytes`: this member's contribution.
+inline double all_gather(const Group& g, std::size_t send_bytes) noexcept {
+  return static_cast<double>(g.size() - 1) * static_cast<double>(send_bytes);
+}
+inline double reduce_scatter(const Group& g, std::size_t send_bytes) noexcept {
+  return ring_fraction(g) * static_cast<double>(send_bytes);
+}
+inline double all_to_all(const Group& g, std::size_t send_bytes) noexcept {
+  return ring_fraction(g) * static_cast<double>(send_bytes);
+}
+/// Every element sent to another member (not to itself).
+inline double all_to_all_v(const Group& g, std::span<const index_t> send_counts, std::size_t element_bytes) noexcept {
+  double sent = 0;
+  for (index_t m = 0; m < g.size() && m < static_cast<index_t>(send_counts.size()); ++m)
+    if (m != g.rank)
+      sent += static_cast<double>(send_counts[static_cast<std::size_t>(m)]) * static_cast<double>(element_bytes);
+  return sent;
+}
+inline double broadcast(const Group& g, index_t root, std::size_t bytes) noexcept {
+  return g.rank == root ? static_cast<double>(g.size() - 1) * static_cast<double>(bytes) : 0.0;
+}
+}  // namespace traffic
+
 template <class T>
 concept CommElement = std::is_same_v<T, float> || std::is_same_v<T, bfloat16> || std::is_same_v<T, std::int32_t> ||
-                      std::is_same_v<T, index_t>;
+    std::is_same_v<T, index_t>;
 
 template <class C>
 concept Communicator = requires(C& c, const Group& g, std::span<float> out, std::span<const float> in,

@@ -115,7 +115,7 @@ class MpiComm {
     detail::ordered_reduce<T>(
         data, g.size(), [&](index_t m) { return std::span<const T>(all).subspan(member_offset(m, data.size()), data.size()); },
         op);
-    record(label, 2.0 * fraction(g) * static_cast<double>(data.size_bytes()));
+    stats_.record(label, traffic::all_reduce(g, data.size_bytes()));
   }
 
   template <CommElement T>
@@ -127,7 +127,7 @@ class MpiComm {
     check(MPI_Allgather(send.data(), byte_count(send.size_bytes()), MPI_BYTE, recv.data(),
                         byte_count(send.size_bytes()), MPI_BYTE, c),
           "all_gather");
-    record(label, static_cast<double>(g.size() - 1) * static_cast<double>(send.size_bytes()));
+    stats_.record(label, traffic::all_gather(g, send.size_bytes()));
   }
 
   template <CommElement T>
@@ -153,7 +153,7 @@ class MpiComm {
     check(MPI_Allgatherv(send.data(), byte_count(send.size_bytes()), MPI_BYTE, recv.data(), counts.data(),
                          displs.data(), MPI_BYTE, c),
           "all_gather_v");
-    record(label, static_cast<double>(g.size() - 1) * static_cast<double>(send.size_bytes()));
+    stats_.record(label, traffic::all_gather(g, send.size_bytes()));
   }
 
   template <CommElement T>
@@ -172,7 +172,7 @@ class MpiComm {
           "reduce_scatter");
     detail::ordered_reduce<T>(
         recv, g.size(), [&](index_t m) { return std::span<const T>(mine).subspan(member_offset(m, chunk), chunk); }, op);
-    record(label, fraction(g) * static_cast<double>(send.size_bytes()));
+    stats_.record(label, traffic::reduce_scatter(g, send.size_bytes()));
   }
 
   template <CommElement T>
@@ -186,7 +186,7 @@ class MpiComm {
     check(MPI_Alltoall(send.data(), byte_count(chunk * sizeof(T)), MPI_BYTE, recv.data(),
                        byte_count(chunk * sizeof(T)), MPI_BYTE, c),
           "all_to_all");
-    record(label, fraction(g) * static_cast<double>(send.size_bytes()));
+    stats_.record(label, traffic::all_to_all(g, send.size_bytes()));
   }
 
   template <CommElement T>
@@ -228,10 +228,7 @@ class MpiComm {
     }
     check(MPI_Alltoallv(send.data(), sc.data(), sd.data(), MPI_BYTE, recv.data(), rc.data(), rd.data(), MPI_BYTE, c),
           "all_to_all_v");
-    double sent = 0;
-    for (std::size_t m = 0; m < n; ++m)
-      if (static_cast<index_t>(m) != g.rank) sent += static_cast<double>(send_counts[m]) * sizeof(T);
-    record(label, sent);
+    stats_.record(label, traffic::all_to_all_v(g, send_counts, sizeof(T)));
   }
 
   template <CommElement T>
@@ -240,17 +237,13 @@ class MpiComm {
     agree(c, comm_rules::root_in_group(root, g.size()));
     agree_on_equal_sizes(c, g, "broadcast", label, data.size(), sizeof(T));
     check(MPI_Bcast(data.data(), byte_count(data.size_bytes()), MPI_BYTE, static_cast<int>(root), c), "broadcast");
-    record(label, g.rank == root ? static_cast<double>(g.size() - 1) * static_cast<double>(data.size_bytes()) : 0.0);
+    stats_.record(label, traffic::broadcast(g, root, data.size_bytes()));
   }
 
   void barrier(const Group& g) { check(MPI_Barrier(comm_for(g)), "barrier"); }
 
  private:
-  static double fraction(const Group& g) noexcept {
-    return g.size() > 1 ? static_cast<double>(g.size() - 1) / static_cast<double>(g.size()) : 0.0;
-  }
   static std::size_t member_offset(index_t m, std::size_t chunk) noexcept { return static_cast<std::size_t>(m) * chunk; }
-  void record(std::string_view label, double sent) { stats_.record(label.empty() ? "unlabelled" : label, sent); }
 
   int byte_count(std::size_t bytes) const {
     if (bytes > static_cast<std::size_t>(INT_MAX))

@@ -68,7 +68,7 @@ class ThreadComm {
       for (index_t m = 0; m < g.size(); ++m) check_size("all_reduce", label, m, peer(m).size(), data.size());
       detail::ordered_reduce<T>(data, g.size(), peer, op);
     });
-    record(label, 2.0 * fraction(g) * bytes(data));
+    stats_.record(label, traffic::all_reduce(g, data.size_bytes()));
   }
 
   template <CommElement T>
@@ -80,7 +80,7 @@ class ThreadComm {
       for (index_t m = 0; m < g.size(); ++m)
         std::memcpy(recv.data() + m * send.size(), peer(m).data(), bytes(send));
     });
-    record(label, static_cast<double>(g.size() - 1) * bytes(send));
+    stats_.record(label, traffic::all_gather(g, send.size_bytes()));
   }
 
   template <CommElement T>
@@ -100,7 +100,7 @@ class ThreadComm {
         offset += recv_counts[static_cast<std::size_t>(m)];
       }
     });
-    record(label, static_cast<double>(g.size() - 1) * bytes(send));
+    stats_.record(label, traffic::all_gather(g, send.size_bytes()));
   }
 
   template <CommElement T>
@@ -115,7 +115,7 @@ class ThreadComm {
           recv, g.size(), [&](index_t m) { return peer(m).subspan(static_cast<std::size_t>(g.rank) * chunk, chunk); },
           op);
     });
-    record(label, fraction(g) * bytes(send));
+    stats_.record(label, traffic::reduce_scatter(g, send.size_bytes()));
   }
 
   template <CommElement T>
@@ -129,7 +129,7 @@ class ThreadComm {
         std::memcpy(recv.data() + static_cast<std::size_t>(m) * chunk,
                     peer(m).data() + static_cast<std::size_t>(g.rank) * chunk, chunk * sizeof(T));
     });
-    record(label, fraction(g) * bytes(send));
+    stats_.record(label, traffic::all_to_all(g, send.size_bytes()));
   }
 
   template <CommElement T>
@@ -155,10 +155,7 @@ class ThreadComm {
         out += static_cast<std::size_t>(count);
       }
     });
-    double sent = 0;
-    for (index_t m = 0; m < g.size(); ++m)
-      if (m != g.rank) sent += static_cast<double>(send_counts[static_cast<std::size_t>(m)]) * sizeof(T);
-    record(label, sent);
+    stats_.record(label, traffic::all_to_all_v(g, send_counts, sizeof(T)));
   }
 
   template <CommElement T>
@@ -169,7 +166,7 @@ class ThreadComm {
       check_size("broadcast", label, root, peer(root).size(), data.size());
       if (g.rank != root) std::memcpy(data.data(), peer(root).data(), bytes(data));
     });
-    record(label, g.rank == root ? static_cast<double>(g.size() - 1) * bytes(data) : 0.0);
+    stats_.record(label, traffic::broadcast(g, root, data.size_bytes()));
   }
 
   void barrier(const Group& g) {
@@ -182,10 +179,6 @@ class ThreadComm {
   static double bytes(std::span<T> s) noexcept {
     return static_cast<double>(s.size() * sizeof(T));
   }
-  static double fraction(const Group& g) noexcept {
-    return g.size() > 1 ? static_cast<double>(g.size() - 1) / static_cast<double>(g.size()) : 0.0;
-  }
-  void record(std::string_view label, double sent) { stats_.record(label.empty() ? "unlabelled" : label, sent); }
 
   template <std::integral A, std::integral B>
   static void check_size(std::string_view what, std::string_view label, index_t member, A got, B expected) {

@@ -75,7 +75,7 @@ class CudaLocalComm {
       for (index_t m = 0; m < g.size(); ++m) check("all_reduce", label, m, peer(m).size(), data.size());
       reduce(g, peer, static_cast<index_t>(data.size()), 0, op, data.data());
     });
-    record(label, 2.0 * fraction(g) * static_cast<double>(data.size_bytes()));
+    stats_.record(label, traffic::all_reduce(g, data.size_bytes()));
   }
 
   template <CommElement T>
@@ -86,7 +86,7 @@ class CudaLocalComm {
       for (index_t m = 0; m < g.size(); ++m)
         copy(recv.data() + m * static_cast<index_t>(send.size()), peer(m).data(), send.size_bytes());
     });
-    record(label, static_cast<double>(g.size() - 1) * static_cast<double>(send.size_bytes()));
+    stats_.record(label, traffic::all_gather(g, send.size_bytes()));
   }
 
   template <CommElement T>
@@ -106,7 +106,7 @@ class CudaLocalComm {
         at += recv_counts[static_cast<std::size_t>(m)];
       }
     });
-    record(label, static_cast<double>(g.size() - 1) * static_cast<double>(send.size_bytes()));
+    stats_.record(label, traffic::all_gather(g, send.size_bytes()));
   }
 
   template <CommElement T>
@@ -119,7 +119,7 @@ class CudaLocalComm {
       check("reduce_scatter", label, g.rank, recv.size(), chunk);
       reduce(g, peer, chunk, g.rank * chunk, op, recv.data());
     });
-    record(label, fraction(g) * static_cast<double>(send.size_bytes()));
+    stats_.record(label, traffic::reduce_scatter(g, send.size_bytes()));
   }
 
   template <CommElement T>
@@ -132,7 +132,7 @@ class CudaLocalComm {
       for (index_t m = 0; m < g.size(); ++m)
         copy(recv.data() + m * chunk, peer(m).data() + g.rank * chunk, static_cast<std::size_t>(chunk) * sizeof(T));
     });
-    record(label, fraction(g) * static_cast<double>(send.size_bytes()));
+    stats_.record(label, traffic::all_to_all(g, send.size_bytes()));
   }
 
   /// send_counts and recv_counts are host memory; the data is device memory.
@@ -158,10 +158,7 @@ class CudaLocalComm {
         out += count;
       }
     });
-    double sent = 0;
-    for (index_t m = 0; m < g.size(); ++m)
-      if (m != g.rank) sent += static_cast<double>(send_counts[static_cast<std::size_t>(m)]) * sizeof(T);
-    record(label, sent);
+    stats_.record(label, traffic::all_to_all_v(g, send_counts, sizeof(T)));
   }
 
   template <CommElement T>
@@ -173,7 +170,7 @@ class CudaLocalComm {
       check("broadcast", label, root, peer(root).size(), data.size());
       if (g.rank != root) copy(data.data(), peer(root).data(), data.size_bytes());
     });
-    record(label, g.rank == root ? static_cast<double>(g.size() - 1) * static_cast<double>(data.size_bytes()) : 0.0);
+    stats_.record(label, traffic::broadcast(g, root, data.size_bytes()));
   }
 
   void barrier(const Group& g) {
@@ -183,10 +180,6 @@ class CudaLocalComm {
   }
 
  private:
-  static double fraction(const Group& g) noexcept {
-    return g.size() > 1 ? static_cast<double>(g.size() - 1) / static_cast<double>(g.size()) : 0.0;
-  }
-  void record(std::string_view label, double sent) { stats_.record(label.empty() ? "unlabelled" : label, sent); }
 
   template <std::integral A, std::integral B>
   static void check(std::string_view what, std::string_view label, index_t member, A got, B expected) {

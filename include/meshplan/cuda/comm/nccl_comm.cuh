@@ -100,7 +100,7 @@ class NcclComm {
       check(ncclAllReduce(data.data(), data.data(), data.size(), *nccl_type<T>(), nccl_op(op), comm_for(g), stream()),
             "all_reduce");
     }
-    record(label, 2.0 * fraction(g) * static_cast<double>(data.size_bytes()));
+    stats_.record(label, traffic::all_reduce(g, data.size_bytes()));
   }
 
   template <CommElement T>
@@ -109,7 +109,7 @@ class NcclComm {
                 comm_rules::sizes_match("all_gather", label, g.rank, static_cast<index_t>(recv.size()),
                                         static_cast<index_t>(send.size()) * g.size()));
     raw_all_gather(send.data(), recv.data(), send.size_bytes(), g, "all_gather");
-    record(label, static_cast<double>(g.size() - 1) * static_cast<double>(send.size_bytes()));
+    stats_.record(label, traffic::all_gather(g, send.size_bytes()));
   }
 
   template <CommElement T>
@@ -142,7 +142,7 @@ class NcclComm {
       at += recv_counts[static_cast<std::size_t>(m)];
     }
     check(ncclGroupEnd(), "all_gather_v");
-    record(label, static_cast<double>(g.size() - 1) * static_cast<double>(send.size_bytes()));
+    stats_.record(label, traffic::all_gather(g, send.size_bytes()));
   }
 
   template <CommElement T>
@@ -172,7 +172,7 @@ class NcclComm {
                               comm_for(g), stream()),
             "reduce_scatter");
     }
-    record(label, fraction(g) * static_cast<double>(send.size_bytes()));
+    stats_.record(label, traffic::reduce_scatter(g, send.size_bytes()));
   }
 
   template <CommElement T>
@@ -183,7 +183,7 @@ class NcclComm {
                                                   static_cast<index_t>(send.size()))}));
     const std::size_t chunk = g.size() > 0 ? send.size() / static_cast<std::size_t>(g.size()) : 0;
     check(ncclAlltoAll(send.data(), recv.data(), chunk * sizeof(T), ncclInt8, comm_for(g), stream()), "all_to_all");
-    record(label, fraction(g) * static_cast<double>(send.size_bytes()));
+    stats_.record(label, traffic::all_to_all(g, send.size_bytes()));
   }
 
   /// send_counts and recv_counts are host memory; the data is device memory.
@@ -236,10 +236,7 @@ class NcclComm {
       }
       check(ncclGroupEnd(), "all_to_all_v");
     }
-    double sent = 0;
-    for (index_t m = 0; m < g.size(); ++m)
-      if (m != g.rank) sent += static_cast<double>(send_counts[static_cast<std::size_t>(m)]) * sizeof(T);
-    record(label, sent);
+    stats_.record(label, traffic::all_to_all_v(g, send_counts, sizeof(T)));
   }
 
   template <CommElement T>
@@ -248,7 +245,7 @@ class NcclComm {
     check(ncclBroadcast(data.data(), data.data(), data.size_bytes(), ncclInt8, static_cast<int>(root), comm_for(g),
                         stream()),
           "broadcast");
-    record(label, g.rank == root ? static_cast<double>(g.size() - 1) * static_cast<double>(data.size_bytes()) : 0.0);
+    stats_.record(label, traffic::broadcast(g, root, data.size_bytes()));
   }
 
   void barrier(const Group& g) {
@@ -257,10 +254,6 @@ class NcclComm {
   }
 
  private:
-  static double fraction(const Group& g) noexcept {
-    return g.size() > 1 ? static_cast<double>(g.size() - 1) / static_cast<double>(g.size()) : 0.0;
-  }
-  void record(std::string_view label, double sent) { stats_.record(label.empty() ? "unlabelled" : label, sent); }
 
   void check(ncclResult_t code, std::string_view what) const {
     if (code != ncclSuccess) throw NcclError(rank(), what, code);
