@@ -13,10 +13,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <ctime>
-#include <fstream>
 #include <functional>
-#include <iostream>
 #include <numeric>
 #include <random>
 #include <string>
@@ -24,6 +21,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "bench_support.cuh"
 #include "meshplan/cpu/permute.hpp"
 #include "meshplan/cuda/core/buffer.cuh"
 #include "meshplan/cuda/permute/device_permute.cuh"
@@ -36,27 +34,7 @@ using bf16 = __nv_bfloat16;
 
 namespace {
 
-/// Median milliseconds of `runs` calls of `f` on `stream` after `warmup` calls.
-double median_ms(const std::function<void()>& f, cudaStream_t stream, int warmup = 3, int runs = 20) {
-  for (int i = 0; i < warmup; ++i) f();
-  cudaEvent_t start, stop;
-  MESHPLAN_CUDA_CHECK(cudaEventCreate(&start));
-  MESHPLAN_CUDA_CHECK(cudaEventCreate(&stop));
-  std::vector<double> ms;
-  for (int i = 0; i < runs; ++i) {
-    MESHPLAN_CUDA_CHECK(cudaEventRecord(start, stream));
-    f();
-    MESHPLAN_CUDA_CHECK(cudaEventRecord(stop, stream));
-    MESHPLAN_CUDA_CHECK(cudaEventSynchronize(stop));
-    float t = 0;
-    MESHPLAN_CUDA_CHECK(cudaEventElapsedTime(&t, start, stop));
-    ms.push_back(t);
-  }
-  MESHPLAN_CUDA_CHECK(cudaEventDestroy(start));
-  MESHPLAN_CUDA_CHECK(cudaEventDestroy(stop));
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
-}
+double median_ms(const std::function<void()>& f, cudaStream_t stream) { return bench::median_ms(f, stream, 3, 20); }
 
 double gbps(double bytes, double ms) { return bytes / (ms * 1e-3) / 1e9; }
 
@@ -180,25 +158,8 @@ void router(const mp::ModelSpec& m, index_t tokens, cudaStream_t s, nlohmann::js
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false;
-  std::string out_path;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "--quick")
-      quick = true;
-    else if (a == "--out" && i + 1 < argc)
-      out_path = argv[++i];
-    else {
-      std::fprintf(stderr, "usage: permute_bench [--quick] [--out results.json]\n");
-      return 2;
-    }
-  }
-  if (mp::cuda::device_count() == 0) {
-    std::fprintf(stderr, "permute_bench: no CUDA device\n");
-    return 77;
-  }
-  cudaDeviceProp prop{};
-  MESHPLAN_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+  const bench::Options options = bench::parse(argc, argv, "permute_bench");
+  const bool quick = options.quick;
   mp::cuda::Stream stream;
   nlohmann::json results = nlohmann::json::array();
   const std::vector<index_t> tokens = quick ? std::vector<index_t>{4096} : std::vector<index_t>{4096, 16384, 65536};
@@ -211,17 +172,6 @@ int main(int argc, char** argv) {
        {mp::models::Qwen3_30B_A3B::spec, mp::models::Mixtral_8x7B::spec, mp::models::DeepSeek_V3::spec})
     for (index_t t : tokens) router(m, t, stream, results);
 
-  const std::time_t now = std::time(nullptr);
-  char date[32];
-  std::strftime(date, sizeof date, "%Y-%m-%d", std::gmtime(&now));
-  const nlohmann::json doc = {{"benchmark", "permute"},
-                              {"device", prop.name},
-                              {"date", date},
-                              {"cuda_runtime", CUDART_VERSION},
-                              {"results", results}};
-  if (out_path.empty())
-    std::cout << doc.dump(2) << "\n";
-  else
-    std::ofstream(out_path) << doc.dump(2) << "\n";
+  bench::write(options, "permute", results);
   return 0;
 }

@@ -9,6 +9,7 @@
 
 #include "meshplan/cpu/router.hpp"
 #include "meshplan/cuda/experts/cublas_experts.cuh"
+#include "meshplan/cuda/experts/fused_experts.cuh"
 #include "meshplan/cuda/permute/device_permute.cuh"
 #include "meshplan/cuda/router/device_router.cuh"
 #include "meshplan/model/presets.hpp"
@@ -96,4 +97,44 @@ TEST_CASE("host: the cuBLAS path refuses sizes before it touches the GPU", "[hos
   float* y = nullptr;
   CHECK_THROWS_WITH(mp::cuda::linear_rows(nullptr, x, 1LL << 31, x, 8, 8, y, 8),
                     Catch::Contains("[device_sizes]") && Catch::Contains("the row count is 2147483648"));
+}
+
+TEST_CASE("host: the fused experts cut every expert's rows into tiles, skipping experts without rows", "[host]") {
+  using mp::cuda::GemmTile;
+  // Experts 0..3 with 0, 130, 1 and 64 rows, tiles of 64 rows.
+  const std::vector<index_t> offsets = {0, 0, 130, 131, 195};
+  CHECK(mp::cuda::expert_tiles(offsets, 64) ==
+        std::vector<GemmTile>{{1, 0, 64}, {1, 64, 64}, {1, 128, 2}, {2, 130, 1}, {3, 131, 64}});
+  CHECK(mp::cuda::expert_tiles(std::vector<index_t>{0, 0, 0}, 64).empty());
+  CHECK(mp::cuda::expert_tiles(std::vector<index_t>{}, 64).empty());
+  // One expert with all the rows of a skewed batch.
+  const auto skewed = mp::cuda::expert_tiles(std::vector<index_t>{0, 0, 1000, 1000}, 128);
+  CHECK(skewed.size() == 8);
+  CHECK(skewed.back() == GemmTile{1, 896, 104});
+}
+
+TEST_CASE("host: the tile shape follows the load, the path the device and the storage", "[host]") {
+  CHECK_FALSE(mp::cuda::large_tiles(std::vector<index_t>{0, 10, 20}));
+  CHECK(mp::cuda::large_tiles(std::vector<index_t>{0, 0, 300}));  // one busy expert of 300 rows
+  CHECK_FALSE(mp::cuda::large_tiles(std::vector<index_t>{0, 0, 0}));
+  CHECK(mp::cuda::expert_path(90, true) == mp::cuda::ExpertPath::mma_sync);
+  CHECK(mp::cuda::expert_path(80, true) == mp::cuda::ExpertPath::mma_sync);
+  CHECK(mp::cuda::expert_path(75, true) == mp::cuda::ExpertPath::cublas);
+  CHECK(mp::cuda::expert_path(90, false) == mp::cuda::ExpertPath::cublas);
+  using P = mp::cuda::ExpertGemmPolicies;
+  STATIC_REQUIRE(P::gate_up_small::block_m == P::down_small::block_m);
+  STATIC_REQUIRE(P::gate_up_large::block_m == P::down_large::block_m);
+  STATIC_REQUIRE(P::gate_up_small::block_k == P::gate_up_large::block_k);  // the same summation order
+  STATIC_REQUIRE(P::down_small::block_k == P::down_large::block_k);
+}
+
+TEST_CASE("host: the fused experts refuse sizes before launching", "[host]") {
+  mp::cuda::FusedExperts experts;
+  const __nv_bfloat16* w = nullptr;
+  float* out = nullptr;
+  CHECK_THROWS_WITH(experts.dense(w, 4, w, w, w, 0, 8, out, nullptr),
+                    Catch::Contains("[device_sizes]") && Catch::Contains("hidden 0"));
+  CHECK_THROWS_WITH(experts.dense(w, 1LL << 31, w, w, w, 64, 8, out, nullptr), Catch::Contains("rows 2147483648"));
+  CHECK_THROWS_WITH(experts.dense(w, 4, w, w, w, 64, mp::cuda::fused_max_width + 1, out, nullptr),
+                    Catch::Contains("widths of 1 to 2097120"));
 }

@@ -11,9 +11,10 @@
 //     happens to the activation and to each expert's output row: 2^-6 = 1.6e-2 of the
 //     largest magnitude covers four such roundings, as in the CPU split-sum tests.
 //   - many ranks against one rank, both on the GPU: bit for bit where the plan only moves
-//     data (ep on 2, 4 and 8 ranks and with a data-parallel axis, ep_tp, ep_sp), since
-//     every row meets the same cuBLAS calls (CublasExperts runs every GEMM on the same
-//     number of rows); within the CPU split-sum tolerance where the plan splits a sum
+//     data (ep on 2, 4 and 8 ranks and with a data-parallel axis, ep_tp, ep_sp), since a
+//     row's result does not depend on where it is computed (bf16: the fused kernels sum
+//     each output in one fixed order; fp32: CublasExperts gives every GEMM one shape);
+//     within the CPU split-sum tolerance where the plan splits a sum
 //     (etp, tp, tp_sp).
 // Bad input (a NaN in the hidden states) is refused on every rank with the CPU's rule.
 #include <catch2/catch.hpp>

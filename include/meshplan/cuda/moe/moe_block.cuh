@@ -13,15 +13,18 @@
 //   -- the one device-to-host copy: the counts, and the router's report of bad logits --
 //   EP                  counts all-to-all (host), rows gathered in expert order, all-to-all-v,
 //                       regrouped by local expert (row blocks)
-//   experts             cuBLAS per local expert (CublasExperts)
+//   experts             bf16 on sm_80+: the fused grouped kernels (FusedExperts), reading
+//                       the tokens through the permutation when nothing was exchanged;
+//                       otherwise cuBLAS per local expert (CublasExperts)
 //   EP back             inverse regroup, all-to-all-v back
 //   combine             fixed slot order, fp32, no atomics
 //   shared experts, expert-TP reductions, rounding, the SP hooks: as on the CPU.
 //
-// A row's expert output is computed by the same cuBLAS calls whichever rank holds the
-// expert (the same rows in the same order: tokens are split over ranks in order), so EP,
-// SP and DP give exactly the single-rank GPU result. Against the CPU reference, outputs
-// agree within rounding (cuBLAS sums in its own order).
+// A row's expert output does not depend on which rank computes it or on its neighbours:
+// the fused kernels sum every output in k order, the same way in every tile position, and
+// CublasExperts gives every GEMM the same shape. So EP, SP and DP give exactly the
+// single-rank GPU result. Against the CPU reference, outputs agree within rounding (the
+// GPU sums in another order).
 
 #include <cuda_runtime_api.h>
 
@@ -42,6 +45,8 @@
 #include "meshplan/cuda/core/device_types.cuh"
 #include "meshplan/cuda/core/launch.cuh"
 #include "meshplan/cuda/experts/cublas_experts.cuh"
+#include "meshplan/cuda/experts/fused_experts.cuh"
+#include "meshplan/cuda/experts/tiles.cuh"
 #include "meshplan/cuda/moe/device_weights.cuh"
 #include "meshplan/cuda/permute/device_permute.cuh"
 #include "meshplan/cuda/permute/kernels.cuh"
@@ -82,6 +87,7 @@ class MoEBlock<Model, Mesh, Plan, cuda::CudaBackend<Storage>> {
       : model_(model), mesh_(mesh), rank_(rank) {
     RankWeights<T> mine = load_rank_weights(model_, MeshSpec(mesh_), Plan::entries, rank_, load);
     local_experts_ = mine.weights.gate_up.dim(0);
+    path_ = cuda::expert_path(cuda::current_sm(), std::is_same_v<T, bfloat16>);
     expert_begin_ = mine.first_expert;
     w_ = cuda::to_device(mine.weights);
   }
@@ -127,7 +133,7 @@ class MoEBlock<Model, Mesh, Plan, cuda::CudaBackend<Storage>> {
 
     constexpr bool routed_partial = !block_plan.expert_tp_axis.empty();
     using Row = std::conditional_t<routed_partial, float, T>;  // host type of the expert rows
-    cuda::DeviceBuffer<Row>& y = rows<Row>();
+    cuda::DeviceBuffer<Row>& y = expert_rows<Row>().y;
     if constexpr (block_plan.expert_parallel())
       dispatch_and_compute<Row>(comm, *x, y);
     else
@@ -140,13 +146,7 @@ class MoEBlock<Model, Mesh, Plan, cuda::CudaBackend<Storage>> {
     cuda::DevicePermute::combine(cuda::device_cast(y.data()), inverse_.data(), weights_.data(), tokens,
                                  model_.num_experts_per_tok, H, routed_.data(), s);
 
-    if (w_.has_shared()) {
-      shared_.resize(static_cast<std::size_t>(tokens * H));
-      const index_t S = w_.shared_gate.dim(0);
-      experts_.dense(cuda::device_cast(x->data()), tokens, cuda::device_cast(w_.shared_gate.data()),
-                     cuda::device_cast(w_.shared_up.data()), cuda::device_cast(w_.shared_down.data()), H, S,
-                     shared_.data(), s);
-    }
+    if (w_.has_shared()) run_shared(*x, s);
     cuda::DeviceTensor<T> out = finish(comm, tokens);
     for (const MoEHook& h : std::span(block_plan.exit).first(block_plan.exit_count))
       out = apply_hook(comm, h, out, "mlp exit");
@@ -204,19 +204,15 @@ class MoEBlock<Model, Mesh, Plan, cuda::CudaBackend<Storage>> {
     expert_counts_.assign(counts.begin(), counts.end());
   }
 
-  /// Every expert on this rank: the rows in expert order, then the experts.
+  /// Every expert on this rank, reading the tokens through the sorted order.
   template <class Row>
   void compute_local(const cuda::DeviceTensor<T>& x, cuda::DeviceBuffer<Row>& y) {
-    const cudaStream_t s = last_stream_;
     const index_t H = model_.hidden_size, k = model_.num_experts_per_tok, pairs = x.dim(0) * k;
-    send_.resize(static_cast<std::size_t>(pairs * H));
-    cuda::DevicePermute::gather_rows(cuda::device_cast(x.data()), order_.data(), k, pairs, H,
-                                     cuda::device_cast(send_.data()), s);
     std::vector<index_t> offsets(expert_counts_.size() + 1, 0);
     for (std::size_t e = 0; e < expert_counts_.size(); ++e) offsets[e + 1] = offsets[e] + expert_counts_[e];
     rows_per_expert_ = expert_counts_;
     y.resize(static_cast<std::size_t>(pairs * H));
-    run_experts(cuda::device_cast(send_.data()), offsets, cuda::device_cast(y.data()), s);
+    run_experts(cuda::device_cast(x.data()), order_.data(), offsets, cuda::device_cast(y.data()), last_stream_);
   }
 
   /// Expert parallelism: rows to the ranks holding their experts and back; y ends in the
@@ -247,10 +243,11 @@ class MoEBlock<Model, Mesh, Plan, cuda::CudaBackend<Storage>> {
     cuda::DevicePermute::regroup(cuda::device_cast(recv_.data()), cuda::device_cast(grouped_.data()), blocks, H, false,
                                  table_, s);
     rows_per_expert_ = counts.rows_per_local_expert;
-    cuda::DeviceBuffer<Row>& y_grouped = back<Row>();
+    cuda::DeviceBuffer<Row>& y_grouped = expert_rows<Row>().grouped;
     y_grouped.resize(recv_.size());
-    run_experts(cuda::device_cast(grouped_.data()), counts.local_offsets, cuda::device_cast(y_grouped.data()), s);
-    cuda::DeviceBuffer<Row>& y_arrival = arrival<Row>();
+    run_experts(cuda::device_cast(grouped_.data()), nullptr, counts.local_offsets, cuda::device_cast(y_grouped.data()),
+                s);
+    cuda::DeviceBuffer<Row>& y_arrival = expert_rows<Row>().arrival;
     y_arrival.resize(recv_.size());
     cuda::DevicePermute::regroup(cuda::device_cast(y_grouped.data()), cuda::device_cast(y_arrival.data()), blocks, H,
                                  true, table_, s);
@@ -258,11 +255,40 @@ class MoEBlock<Model, Mesh, Plan, cuda::CudaBackend<Storage>> {
     comm.all_to_all_v(std::span<const Row>(y_arrival.span()), recv_counts, y.span(), send_counts, ep, "combine");
   }
 
+  /// The grouped expert MLP on rows grouped by local expert (`offsets`): `rows` as they
+  /// are, or, with `gather`, token gather[r] / k of them. The fused kernels read through
+  /// the permutation; the cuBLAS path gathers a copy first.
   template <class D, class R>
-  void run_experts(const D* rows, std::span<const index_t> offsets, R* out, cudaStream_t s) {
-    const index_t H = model_.hidden_size, I = w_.down.dim(2);
-    experts_.grouped(rows, offsets, cuda::device_cast(w_.gate_up.data()), cuda::device_cast(w_.down.data()), H, I, out,
-                     s);
+  void run_experts(const D* rows, const std::int32_t* gather, std::span<const index_t> offsets, R* out,
+                   cudaStream_t s) {
+    const index_t H = model_.hidden_size, I = w_.down.dim(2), k = model_.num_experts_per_tok;
+    const D* gate_up = cuda::device_cast(w_.gate_up.data());
+    const D* down = cuda::device_cast(w_.down.data());
+    if constexpr (std::is_same_v<T, bfloat16>) {
+      if (path_ == cuda::ExpertPath::mma_sync)
+        return fused_.grouped(rows, gather, k, offsets, gate_up, down, H, I, out, s);
+    }
+    if (gather) {
+      const index_t pairs = offsets.empty() ? 0 : offsets.back();
+      send_.resize(static_cast<std::size_t>(pairs * H));
+      cuda::DevicePermute::gather_rows(rows, gather, k, pairs, H, cuda::device_cast(send_.data()), s);
+      rows = cuda::device_cast(send_.data());
+    }
+    experts_.grouped(rows, offsets, gate_up, down, H, I, out, s);
+  }
+
+  /// The shared experts on the block's tokens, fp32 out.
+  void run_shared(const cuda::DeviceTensor<T>& x, cudaStream_t s) {
+    const index_t H = model_.hidden_size, S = w_.shared_gate.dim(0), tokens = x.dim(0);
+    shared_.resize(static_cast<std::size_t>(tokens * H));
+    const auto* gate = cuda::device_cast(w_.shared_gate.data());
+    const auto* up = cuda::device_cast(w_.shared_up.data());
+    const auto* down = cuda::device_cast(w_.shared_down.data());
+    if constexpr (std::is_same_v<T, bfloat16>) {
+      if (path_ == cuda::ExpertPath::mma_sync)
+        return fused_.dense(cuda::device_cast(x.data()), tokens, gate, up, down, H, S, shared_.data(), s);
+    }
+    experts_.dense(cuda::device_cast(x.data()), tokens, gate, up, down, H, S, shared_.data(), s);
   }
 
   /// Reduces partial sums and adds the shared experts, with the reference's roundings.
@@ -370,27 +396,19 @@ class MoEBlock<Model, Mesh, Plan, cuda::CudaBackend<Storage>> {
     return out;
   }
 
-  // Expert-row buffers of the row type (T, or fp32 partial sums under expert TP).
+  /// The expert-output rows of one row type: in pair order for the combine, and (EP) in
+  /// local-expert order and in arrival order.
   template <class Row>
-  cuda::DeviceBuffer<Row>& rows() {
-    if constexpr (std::is_same_v<Row, float>)
-      return y_partial_;
-    else
-      return y_;
-  }
+  struct ExpertRows {
+    cuda::DeviceBuffer<Row> y, grouped, arrival;
+  };
+  /// T rows, or fp32 partial sums under expert tensor parallelism.
   template <class Row>
-  cuda::DeviceBuffer<Row>& back() {
+  ExpertRows<Row>& expert_rows() {
     if constexpr (std::is_same_v<Row, float>)
-      return y_grouped_partial_;
+      return partial_rows_;
     else
-      return y_grouped_;
-  }
-  template <class Row>
-  cuda::DeviceBuffer<Row>& arrival() {
-    if constexpr (std::is_same_v<Row, float>)
-      return y_arrival_partial_;
-    else
-      return y_arrival_;
+      return stored_rows_;
   }
 
   ModelSpec model_;
@@ -406,15 +424,18 @@ class MoEBlock<Model, Mesh, Plan, cuda::CudaBackend<Storage>> {
   std::vector<index_t> gathered_counts_;
   RoutedRows routed_rows_;
 
+  cuda::ExpertPath path_ = cuda::ExpertPath::cublas;
   cuda::CublasExperts experts_;
+  cuda::FusedExperts fused_;
   cuda::DeviceBuffer<std::int32_t> ids_, sorted_ids_, order_, inverse_, counts_, offsets_;
   cuda::DeviceBuffer<float> weights_;
   cuda::DeviceBuffer<unsigned long long> status_;
   cuda::DeviceBuffer<int> bad_id_;
   cuda::DeviceBuffer<unsigned char> temp_;
   cuda::DeviceBuffer<cuda::kernels::RowBlock> table_;
-  cuda::DeviceBuffer<T> send_, recv_, grouped_, y_, y_grouped_, y_arrival_;
-  cuda::DeviceBuffer<float> y_partial_, y_grouped_partial_, y_arrival_partial_;
+  cuda::DeviceBuffer<T> send_, recv_, grouped_;
+  ExpertRows<T> stored_rows_;
+  ExpertRows<float> partial_rows_;
   cuda::DeviceBuffer<float> routed_, shared_, reduced_routed_, reduced_shared_;
 };
 

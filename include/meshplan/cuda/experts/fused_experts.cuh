@@ -1,0 +1,110 @@
+#pragma once
+// FusedExperts: the experts' SwiGLU MLP as two grouped kernels (experts/grouped_gemm.cuh)
+// over all local experts at once, bf16 storage, sm_80 and newer.
+//
+//   gate_up_swiglu  reads the rows (or, without a materialized copy, the tokens through the
+//                   permutation) and writes only the activation [rows, I], bf16
+//   down            writes each row's output [rows, H], fp32 or bf16, in expert order
+//
+// The host cuts every expert's rows into row tiles (experts without rows take no block)
+// and picks the tile shape by the load (tiles.cuh); the shape never changes a result.
+
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <span>
+#include <type_traits>
+#include <vector>
+
+#include "meshplan/core/diagnostic.hpp"
+#include "meshplan/core/size.hpp"
+#include "meshplan/cuda/core/buffer.cuh"
+#include "meshplan/cuda/core/error.cuh"
+#include "meshplan/cuda/experts/grouped_gemm.cuh"
+#include "meshplan/cuda/experts/tiles.cuh"
+
+namespace meshplan::cuda {
+
+class FusedExperts {
+ public:
+  using bf16 = __nv_bfloat16;
+
+  /// Rows grouped by local expert (`offsets`, host, El + 1 entries): `rows` [N, H], or,
+  /// with `gather`, row r is token gather[r] / top_k of `rows` (the permutation read in
+  /// place). gate_up [El, 2I, H], down [El, H, I]; out [N, H] of Row (float or bf16).
+  template <class Row>
+  void grouped(const bf16* rows, const std::int32_t* gather, index_t top_k, std::span<const index_t> offsets,
+               const bf16* gate_up, const bf16* down, index_t hidden, index_t inter, Row* out, cudaStream_t stream) {
+    const BOperands gu{{gate_up, gate_up + inter * hidden}, 2 * inter * hidden};
+    run(kernels::ARows{rows, gather, static_cast<int>(top_k < 1 ? 1 : top_k)}, gu,
+        BOperands{{down, down}, hidden * inter}, offsets, hidden, inter, out, stream);
+  }
+
+  /// A dense MLP (the shared experts): x [rows, H]; gate, up [I, H], down [H, I]; out fp32.
+  void dense(const bf16* x, index_t rows, const bf16* gate, const bf16* up, const bf16* down, index_t hidden,
+             index_t inter, float* out, cudaStream_t stream) {
+    const index_t offsets[2] = {0, rows};
+    run(kernels::ARows{x, nullptr, 1}, BOperands{{gate, up}, 0}, BOperands{{down, down}, 0}, offsets, hidden, inter,
+        out, stream);
+  }
+
+ private:
+  using BOperands = kernels::BOperands;
+
+  template <class Row>
+  void run(const kernels::ARows& a, const BOperands& gate_up, const BOperands& down, std::span<const index_t> offsets,
+           index_t hidden, index_t inter, Row* out, cudaStream_t stream) {
+    static_assert(std::is_same_v<Row, float> || std::is_same_v<Row, bf16>, "fp32 or bf16 expert outputs");
+    const index_t rows = offsets.empty() ? 0 : offsets.back();
+    enforce(expert_rules::fused_sizes(rows, hidden, inter));
+    if (rows == 0) return;
+    using Policies = ExpertGemmPolicies;
+    if (large_tiles(offsets))
+      launch<Policies::gate_up_large, Policies::down_large>(a, gate_up, down, offsets, hidden, inter, out, stream);
+    else
+      launch<Policies::gate_up_small, Policies::down_small>(a, gate_up, down, offsets, hidden, inter, out, stream);
+  }
+
+  template <class GU, class D, class Row>
+  void launch(const kernels::ARows& a, const BOperands& gate_up, const BOperands& down,
+              std::span<const index_t> offsets, index_t hidden, index_t inter, Row* out, cudaStream_t stream) {
+    static_assert(GU::block_m == D::block_m, "both kernels take the same row tiles");
+    const std::vector<GemmTile> tiles = expert_tiles(offsets, GU::block_m);
+    tiles_.upload(tiles, stream);  // pageable: staged before cudaMemcpyAsync returns
+    const index_t rows = offsets.back();
+    act_.resize(static_cast<std::size_t>(rows * inter));
+
+    const bool gu_vectors = hidden % 8 == 0 && aligned(a.rows) && aligned(gate_up.base[0]) && aligned(gate_up.base[1]);
+    const dim3 gu_grid(static_cast<unsigned>(tiles.size()),
+                       static_cast<unsigned>((inter + GU::block_n - 1) / GU::block_n));
+    constexpr int gu_shared = kernels::gemm_shared_bytes<GU, 2>();
+    allow_shared(kernels::gate_up_swiglu<GU>, gu_shared);
+    kernels::gate_up_swiglu<GU><<<gu_grid, GU::threads, gu_shared, stream>>>(
+        tiles_.data(), a, gate_up, static_cast<int>(inter), static_cast<int>(hidden), gu_vectors, act_.data());
+    MESHPLAN_CUDA_CHECK(cudaGetLastError());
+
+    const bool d_vectors = inter % 8 == 0 && aligned(act_.data()) && aligned(down.base[0]);
+    const dim3 d_grid(static_cast<unsigned>(tiles.size()),
+                      static_cast<unsigned>((hidden + D::block_n - 1) / D::block_n));
+    constexpr int d_shared = kernels::gemm_shared_bytes<D, 1>();
+    allow_shared(kernels::down<D, Row>, d_shared);
+    kernels::down<D, Row>
+        <<<d_grid, D::threads, d_shared, stream>>>(tiles_.data(), kernels::ARows{act_.data(), nullptr, 1}, down,
+                                                   static_cast<int>(hidden), static_cast<int>(inter), d_vectors, out);
+    MESHPLAN_CUDA_CHECK(cudaGetLastError());
+  }
+
+  /// Kernels needing more than the default 48 KiB of shared memory must say so first.
+  template <class Kernel>
+  static void allow_shared(Kernel* kernel, int bytes) {
+    if (bytes > 48 * 1024)
+      MESHPLAN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+  }
+  static bool aligned(const void* p) noexcept { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
+
+  DeviceBuffer<GemmTile> tiles_;
+  DeviceBuffer<bf16> act_;
+};
+
+}  // namespace meshplan::cuda
