@@ -20,6 +20,7 @@
 #include <cstdint>
 
 #include "meshplan/cuda/core/device_types.cuh"
+#include "meshplan/cuda/experts/mma_layout.cuh"
 #include "meshplan/cuda/experts/tiles.cuh"
 
 namespace meshplan::cuda::kernels {
@@ -200,17 +201,17 @@ __device__ inline void gemm_mainloop(const GemmTile& tile, const ARows& a, const
       unsigned af[G::mi][4];
 #pragma unroll
       for (int i = 0; i < G::mi; ++i) {
-        const int row = wm * G::warp_m + i * 16 + lane % 16;
-        ldmatrix_x4(af[i], s + row * LDS + ks + (lane / 16) * 8);
+        const mma_layout::Coord at = mma_layout::a_ldmatrix_row(lane);
+        ldmatrix_x4(af[i], s + (wm * G::warp_m + i * 16 + at.row) * LDS + ks + at.k);
       }
 #pragma unroll
       for (int op = 0; op < NB; ++op)
 #pragma unroll
         for (int j = 0; j < G::ni; ++j) {
           unsigned bf[2];
-          const int l = lane % 16;
-          const int row = BM + op * BN + wn * G::warp_n + j * 8 + l % 8;
-          ldmatrix_x2(bf, s + row * LDS + ks + (l / 8) * 8);
+          const mma_layout::Coord at = mma_layout::b_ldmatrix_row(lane);
+          const int row = BM + op * BN + wn * G::warp_n + j * 8 + at.row;
+          ldmatrix_x2(bf, s + row * LDS + ks + at.k);
 #pragma unroll
           for (int i = 0; i < G::mi; ++i) mma_bf16_16816(out.acc[op][i][j], af[i], bf);
         }
@@ -232,8 +233,9 @@ __device__ inline void for_each_output_pair(const GemmTile& tile, Store&& store)
     for (int j = 0; j < G::ni; ++j)
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
-        const int row = wm * G::warp_m + i * 16 + lane / 4 + half * 8;
-        const int col = blockIdx.y * P::block_n + wn * G::warp_n + j * 8 + (lane % 4) * 2;
+        const mma_layout::Coord at = mma_layout::accumulator(lane, 2 * half);
+        const int row = wm * G::warp_m + i * 16 + at.row;
+        const int col = blockIdx.y * P::block_n + wn * G::warp_n + j * 8 + at.k;
         if (row < tile.rows) store(i, j, half, row, col);
       }
 }
