@@ -13,9 +13,10 @@
 //   output        hidden_states [T, H] (F32) and topk_ids [T, k] (I64)
 //   --mesh        axes dp, ep and tp; --plan defaults to ep (ep only), tp (tp only) or ep_sp
 //
-// Every rank is a thread (ThreadComm) that reads only its pieces of the weights
-// (shard-on-read). Computation is fp32 (inputs are converted on reading). Exit status: 0, or
-// 2 with the broken rule's message (an invalid mesh, a missing tensor, a wrong shape).
+// Every rank is a thread (ThreadComm; with --backend cuda, CudaLocalComm: every rank on the
+// one GPU) that reads only its pieces of the weights (shard-on-read). Computation is fp32
+// (inputs are converted on reading). Exit status: 0, or 2 with the broken rule's message (an
+// invalid mesh, a missing tensor, a wrong shape); 77 for --backend cuda without a GPU.
 #include <cstdio>
 #include <string>
 #include <string_view>
@@ -28,6 +29,10 @@
 #include "meshplan/moe/moe_block.hpp"
 #include "meshplan/moe/token_layout.hpp"
 #include "meshplan/plan/builtin/registry.hpp"
+#ifdef MESHPLAN_RUNNER_CUDA  // built by nvcc where CUDA is found
+#include "meshplan/cuda/comm/cuda_local_comm.cuh"
+#include "meshplan/cuda/moe/moe_block.cuh"
+#endif
 
 namespace mp = meshplan;
 using mp::index_t;
@@ -42,6 +47,45 @@ struct Options {
 
 [[noreturn]] void refuse(mp::Message m) { throw mp::RuleViolation(m); }
 
+template <class Block>
+mp::Tensor<float> forward(Block& block, mp::ThreadComm& comm, const mp::Tensor<float>& x) {
+  return block.forward(comm, x);
+}
+
+#ifdef MESHPLAN_RUNNER_CUDA
+template <class Block>
+mp::Tensor<float> forward(Block& block, mp::cuda::CudaLocalComm& comm, const mp::Tensor<float>& x) {
+  return mp::cuda::to_host(block.forward(comm, mp::cuda::to_device(x, comm.stream())), comm.stream());
+}
+#endif
+
+/// Runs the block on every rank of `World` (ThreadWorld, or CudaLocalWorld for --backend
+/// cuda) and puts the ranks' rows and the routing's expert ids together.
+template <class Block, class World>
+void run_ranks(World& world, const mp::ModelSpec& model, const Mesh& mesh, const mp::SafetensorsFile& weights,
+               const mp::Tensor<float>& x, const mp::LayoutSpec& tokens, mp::Tensor<float>& y,
+               mp::Tensor<std::int64_t>& ids) {
+  const index_t H = model.hidden_size, k = model.num_experts_per_tok;
+  world.run([&](auto& comm) {
+    const index_t r = comm.rank();
+    Block block(model, mesh, r, mp::moe_weights_from<float>(weights.view()));
+    std::vector<index_t> rows;  // the global token of each local row
+    for (const auto& run : tokens.held_indices(0, r))
+      for (index_t t = run.begin; t < run.begin + run.size; ++t) rows.push_back(t);
+    std::vector<float> mine;
+    for (index_t t : rows) mine.insert(mine.end(), x.data() + t * H, x.data() + (t + 1) * H);
+    const mp::Tensor<float> out =
+        forward(block, comm, mp::Tensor<float>({static_cast<index_t>(rows.size()), H}, std::move(mine)));
+    // Ranks holding the same tokens write the same values.
+    for (std::size_t i = 0; i < rows.size(); ++i) std::copy_n(out.data() + i * H, H, y.data() + rows[i] * H);
+    const auto& routed = block.routed_input_rows();
+    const mp::Routing routing = block.last_routing();
+    for (index_t i = 0; i < routed.count; ++i)
+      for (index_t s = 0; s < k; ++s)
+        ids[rows[static_cast<std::size_t>(routed.input_row + i)] * k + s] = routing.expert(routed.routing_row + i, s);
+  });
+}
+
 template <class Plan>
 void run(const Options& o, const mp::ModelSpec& model, const Mesh& mesh) {
   const mp::MeshSpec spec(mesh);
@@ -54,47 +98,40 @@ void run(const Options& o, const mp::ModelSpec& model, const Mesh& mesh) {
 
   mp::Tensor<float> y({T, H});
   mp::Tensor<std::int64_t> ids({T, k});
-  mp::ThreadWorld world(spec.size());
-  world.run([&](mp::ThreadComm& comm) {
-    const index_t r = comm.rank();
-    mp::MoEBlock<mp::RuntimeModel, Mesh, Plan> block(model, mesh, r, mp::moe_weights_from<float>(weights.view()));
-    std::vector<index_t> rows;  // the global token of each local row
-    for (const auto& run : tokens.held_indices(0, r))
-      for (index_t t = run.begin; t < run.begin + run.size; ++t) rows.push_back(t);
-    std::vector<float> mine;
-    for (index_t t : rows) mine.insert(mine.end(), x.data() + t * H, x.data() + (t + 1) * H);
-    const mp::Tensor<float> out =
-        block.forward(comm, mp::Tensor<float>({static_cast<index_t>(rows.size()), H}, std::move(mine)));
-    // Ranks holding the same tokens write the same values.
-    for (std::size_t i = 0; i < rows.size(); ++i) std::copy_n(out.data() + i * H, H, y.data() + rows[i] * H);
-    const auto& routed = block.routed_input_rows();
-    for (index_t i = 0; i < routed.count; ++i)
-      for (index_t s = 0; s < k; ++s)
-        ids[rows[static_cast<std::size_t>(routed.input_row + i)] * k + s] =
-            block.last_routing().expert(routed.routing_row + i, s);
-  });
+#ifdef MESHPLAN_RUNNER_CUDA
+  if (o.backend == "cuda") {
+    mp::cuda::CudaLocalWorld world(spec.size());
+    run_ranks<mp::MoEBlock<mp::RuntimeModel, Mesh, Plan, mp::cuda::CudaBackend<float>>>(world, model, mesh, weights, x,
+                                                                                        tokens, y, ids);
+  }
+#endif
+  if (o.backend == "cpu") {
+    mp::ThreadWorld world(spec.size());
+    run_ranks<mp::MoEBlock<mp::RuntimeModel, Mesh, Plan>>(world, model, mesh, weights, x, tokens, y, ids);
+  }
 
   mp::SafetensorsWriter out;
   out.add("hidden_states", y);
   out.add("topk_ids", ids);
   out.metadata("made_by", "meshplan-moe");
   out.metadata("mesh", spec.to_string());
+  out.metadata("backend", o.backend);
   out.write(o.output);
-  std::printf("meshplan-moe: %s block, %lld tokens, mesh %s (%lld ranks), plan %s -> %s\n",
+  std::printf("meshplan-moe: %s block, %lld tokens, mesh %s (%lld ranks), plan %s, backend %s -> %s\n",
               std::string(mp::to_string(model.family)).c_str(), static_cast<long long>(T), spec.to_string().c_str(),
-              static_cast<long long>(spec.size()), o.plan.c_str(), o.output.c_str());
+              static_cast<long long>(spec.size()), o.plan.c_str(), o.backend.c_str(), o.output.c_str());
 }
 
-template <template <mp::fixed_string> class EP, template <mp::fixed_string, mp::fixed_string> class EPTP,
-          template <mp::fixed_string, mp::fixed_string> class EPSP, template <mp::fixed_string, mp::fixed_string> class ETP,
-          template <mp::fixed_string> class TP, template <mp::fixed_string> class TPSP>
+/// The plan named by --plan among a family's built-in plans (given as types: nvcc cannot take
+/// the plan templates as template template arguments).
+template <class EP, class EPTP, class EPSP, class ETP, class TP, class TPSP>
 void dispatch(const Options& o, const mp::ModelSpec& model, const Mesh& mesh) {
-  if (o.plan == "ep") return run<EP<"ep">>(o, model, mesh);
-  if (o.plan == "ep_tp") return run<EPTP<"ep", "tp">>(o, model, mesh);
-  if (o.plan == "ep_sp") return run<EPSP<"ep", "tp">>(o, model, mesh);
-  if (o.plan == "etp") return run<ETP<"ep", "tp">>(o, model, mesh);
-  if (o.plan == "tp") return run<TP<"tp">>(o, model, mesh);
-  if (o.plan == "tp_sp") return run<TPSP<"tp">>(o, model, mesh);
+  if (o.plan == "ep") return run<EP>(o, model, mesh);
+  if (o.plan == "ep_tp") return run<EPTP>(o, model, mesh);
+  if (o.plan == "ep_sp") return run<EPSP>(o, model, mesh);
+  if (o.plan == "etp") return run<ETP>(o, model, mesh);
+  if (o.plan == "tp") return run<TP>(o, model, mesh);
+  if (o.plan == "tp_sp") return run<TPSP>(o, model, mesh);
   (void)mp::plans::builtin_plan(model.family, o.plan);  // throws plan_known, naming the plans
 }
 
@@ -124,13 +161,24 @@ int main(int argc, char** argv) {
     *field = argv[++i];
   }
   try {
-    for (auto [value, name] : {std::pair{&o.config, "--config"}, {&o.weights, "--weights"}, {&o.input, "--input"},
-                               {&o.mesh, "--mesh"}, {&o.output, "--output"}})
+    for (auto [value, name] : {std::pair{&o.config, "--config"},
+                               {&o.weights, "--weights"},
+                               {&o.input, "--input"},
+                               {&o.mesh, "--mesh"},
+                               {&o.output, "--output"}})
       if (value->empty()) refuse(mp::Message::rule("runner_options") << name << " is required");
+#ifdef MESHPLAN_RUNNER_CUDA
+    if (o.backend == "cuda" && mp::cuda::device_count() == 0) {
+      std::fprintf(stderr, "meshplan-moe: --backend cuda: no CUDA device\n");
+      return 77;
+    }
+#else
     if (o.backend == "cuda")
       refuse(mp::Message::rule("backend_available")
-             << "this meshplan-moe has no CUDA backend; run with --backend cpu (the CUDA block is future work)");
-    if (o.backend != "cpu") refuse(mp::Message::rule("backend_available") << "unknown backend '" << o.backend << "'");
+             << "this meshplan-moe was built without CUDA (nvcc was not found); run with --backend cpu");
+#endif
+    if (o.backend != "cpu" && o.backend != "cuda")
+      refuse(mp::Message::rule("backend_available") << "unknown backend '" << o.backend << "' (cpu or cuda)");
 
     const mp::ModelSpec model = mp::model_from_config_file(o.config);
     if (!model.is_moe())
@@ -147,20 +195,24 @@ int main(int argc, char** argv) {
     switch (model.family) {
       case mp::Family::qwen3_moe: {
         namespace p = mp::plans::qwen3_moe;
-        dispatch<p::ep, p::ep_tp, p::ep_sp, p::etp, p::tp, p::tp_sp>(o, model, mesh);
+        dispatch<p::ep<"ep">, p::ep_tp<"ep", "tp">, p::ep_sp<"ep", "tp">, p::etp<"ep", "tp">, p::tp<"tp">,
+                 p::tp_sp<"tp">>(o, model, mesh);
         break;
       }
       case mp::Family::mixtral: {
         namespace p = mp::plans::mixtral;
-        dispatch<p::ep, p::ep_tp, p::ep_sp, p::etp, p::tp, p::tp_sp>(o, model, mesh);
+        dispatch<p::ep<"ep">, p::ep_tp<"ep", "tp">, p::ep_sp<"ep", "tp">, p::etp<"ep", "tp">, p::tp<"tp">,
+                 p::tp_sp<"tp">>(o, model, mesh);
         break;
       }
       case mp::Family::deepseek_v3: {
         namespace p = mp::plans::deepseek_v3;
-        dispatch<p::ep, p::ep_tp, p::ep_sp, p::etp, p::tp, p::tp_sp>(o, model, mesh);
+        dispatch<p::ep<"ep">, p::ep_tp<"ep", "tp">, p::ep_sp<"ep", "tp">, p::etp<"ep", "tp">, p::tp<"tp">,
+                 p::tp_sp<"tp">>(o, model, mesh);
         break;
       }
-      case mp::Family::qwen3: break;  // refused above: no experts
+      case mp::Family::qwen3:
+        break;  // refused above: no experts
     }
   } catch (const mp::RuleViolation& e) {
     std::fprintf(stderr, "%s\n", e.what());

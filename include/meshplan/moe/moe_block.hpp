@@ -176,7 +176,8 @@ class MoEBlock {
 
     Tensor<T> x = x_in;
     routed_rows_ = {0, 0, x_in.dim(0)};
-    for (std::size_t i = 0; i < block_plan.entry_count; ++i) x = apply_hook(comm, block_plan.entry[i], x, "mlp entry");
+    for (const MoEHook& h : std::span(block_plan.entry).first(block_plan.entry_count))
+      x = apply_hook(comm, h, x, "mlp entry");
     const index_t tokens = x.dim(0);
 
     // Route; a non-finite logit is refused on every rank before any row moves.
@@ -198,7 +199,8 @@ class MoEBlock {
       cpu::dense_mlp(x, w_.shared_gate, w_.shared_up, w_.shared_down, shared);
     }
     Tensor<T> out = finish(comm, std::move(routed), std::move(shared), tokens);
-    for (std::size_t i = 0; i < block_plan.exit_count; ++i) out = apply_hook(comm, block_plan.exit[i], out, "mlp exit");
+    for (const MoEHook& h : std::span(block_plan.exit).first(block_plan.exit_count))
+      out = apply_hook(comm, h, out, "mlp exit");
     return out;
   }
 
