@@ -39,3 +39,16 @@ inline int device_count() noexcept {
 
 /// Throws meshplan::cuda::CudaError when a CUDA runtime call fails.
 #define MESHPLAN_CUDA_CHECK(expr) ::meshplan::cuda::check((expr), #expr, __FILE__, __LINE__)
+
+namespace meshplan::cuda {
+
+/// The compute capability of the current device, as 90 for sm_90.
+inline int current_sm() {
+  int device = 0, major = 0, minor = 0;
+  MESHPLAN_CUDA_CHECK(cudaGetDevice(&device));
+  MESHPLAN_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  MESHPLAN_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+  return major * 10 + minor;
+}
+
+}  // namespace meshplan::cuda

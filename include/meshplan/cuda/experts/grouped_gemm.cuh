@@ -20,6 +20,7 @@
 #include <cstdint>
 
 #include "meshplan/cuda/core/device_types.cuh"
+#include "meshplan/cuda/experts/epilogue.cuh"
 #include "meshplan/cuda/experts/mma_layout.cuh"
 #include "meshplan/cuda/experts/tiles.cuh"
 
@@ -251,19 +252,9 @@ __global__ void __launch_bounds__(P::threads) gate_up_swiglu(const GemmTile* til
   G g;
   gemm_mainloop<P, 2>(tile, a, b, inter, hidden, vectors, reinterpret_cast<__nv_bfloat16*>(gemm_shared), g);
   for_each_output_pair<P, G>(tile, [&](int i, int j, int half, int row, int col) {
-    __nv_bfloat16 v[2];
-#pragma unroll
-    for (int c = 0; c < 2; ++c) {
-      const float gate = g.acc[0][i][j][half * 2 + c], up = g.acc[1][i][j][half * 2 + c];
-      v[c] = __float2bfloat16_rn(__fmul_rn(__fdiv_rn(gate, __fadd_rn(1.0f, expf(-gate))), up));
-    }
-    __nv_bfloat16* dst = act + static_cast<long long>(tile.row_begin + row) * inter + col;
-    if (col + 1 < inter && inter % 2 == 0) {
-      *reinterpret_cast<__nv_bfloat162*>(dst) = __halves2bfloat162(v[0], v[1]);
-    } else {
-      if (col < inter) dst[0] = v[0];
-      if (col + 1 < inter) dst[1] = v[1];
-    }
+    const float gate[2] = {g.acc[0][i][j][half * 2], g.acc[0][i][j][half * 2 + 1]};
+    const float up[2] = {g.acc[1][i][j][half * 2], g.acc[1][i][j][half * 2 + 1]};
+    store_swiglu_pair(act, tile.row_begin + row, col, inter, gate, up);
   });
 #else
   __trap();
@@ -282,9 +273,7 @@ __global__ void __launch_bounds__(P::threads)
   G d;
   gemm_mainloop<P, 1>(tile, a, b, hidden, inter, vectors, reinterpret_cast<__nv_bfloat16*>(gemm_shared), d);
   for_each_output_pair<P, G>(tile, [&](int i, int j, int half, int row, int col) {
-    Out* dst = y + static_cast<long long>(tile.row_begin + row) * hidden + col;
-    if (col < hidden) dst[0] = from_float<Out>(d.acc[0][i][j][half * 2]);
-    if (col + 1 < hidden) dst[1] = from_float<Out>(d.acc[0][i][j][half * 2 + 1]);
+    store_pair(y, tile.row_begin + row, col, hidden, d.acc[0][i][j][half * 2], d.acc[0][i][j][half * 2 + 1]);
   });
 #else
   __trap();

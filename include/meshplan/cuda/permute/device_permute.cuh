@@ -65,15 +65,6 @@ constexpr int expert_bits(long long experts) noexcept {
   return bits == 0 ? 1 : bits;
 }
 
-/// The compute capability of the current device, as 90 for sm_90.
-inline int current_sm() {
-  int device = 0, major = 0, minor = 0;
-  MESHPLAN_CUDA_CHECK(cudaGetDevice(&device));
-  MESHPLAN_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-  MESHPLAN_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
-  return major * 10 + minor;
-}
-
 struct DevicePermute {
   /// Stable sort of `pairs` expert ids; `order[i]` is the pair at sorted position i. The
   /// temporary storage holds the value iota and CUB's radix sort storage.
