@@ -45,15 +45,21 @@ if(MESHPLAN_HAS_MPI)
 endif()
 
 if(MESHPLAN_HAS_CUDA)
+  # The compile checks build for the first architecture of the list ("90a" of "90a;80-real").
+  list(GET CMAKE_CUDA_ARCHITECTURES 0 _probe_arch)
+  string(REGEX REPLACE "-(real|virtual)$" "" _probe_arch "${_probe_arch}")
+endif()
+
+if(MESHPLAN_HAS_CUDA)
   # nvcc: the same directories plus the CUDA toolkit's (for CCCL); host warnings through
   # -Xcompiler; nvcc's own front-end warnings are errors too.
   set(MESHPLAN_NVCC_FLAGS_FILE "${PROJECT_BINARY_DIR}/meshplan-nvcc-flags.txt")
   file(GENERATE OUTPUT "${MESHPLAN_NVCC_FLAGS_FILE}"
-    CONTENT "${_probe_includes}\n-isystem\n$<JOIN:${CUDAToolkit_INCLUDE_DIRS},\n-isystem\n>\n-arch=sm_${CMAKE_CUDA_ARCHITECTURES}\n-Xcompiler=-Wall,-Wextra,-Werror\n-Werror=all-warnings\n")
+    CONTENT "${_probe_includes}\n-isystem\n$<JOIN:${CUDAToolkit_INCLUDE_DIRS},\n-isystem\n>\n-arch=sm_${_probe_arch}\n-Xcompiler=-Wall,-Wextra,-Werror\n-Werror=all-warnings\n")
 endif()
 
 if(MESHPLAN_HAS_CUDA AND MESHPLAN_HAS_MPI)
   set(MESHPLAN_NVCC_MPI_FLAGS_FILE "${PROJECT_BINARY_DIR}/meshplan-nvcc-mpi-flags.txt")
   file(GENERATE OUTPUT "${MESHPLAN_NVCC_MPI_FLAGS_FILE}"
-    CONTENT "${_mpi_probe_includes}\n-isystem\n$<JOIN:${CUDAToolkit_INCLUDE_DIRS},\n-isystem\n>\n-arch=sm_${CMAKE_CUDA_ARCHITECTURES}\n-Xcompiler=-Wall,-Wextra,-Werror\n-Werror=all-warnings\n")
+    CONTENT "${_mpi_probe_includes}\n-isystem\n$<JOIN:${CUDAToolkit_INCLUDE_DIRS},\n-isystem\n>\n-arch=sm_${_probe_arch}\n-Xcompiler=-Wall,-Wextra,-Werror\n-Werror=all-warnings\n")
 endif()

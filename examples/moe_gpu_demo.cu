@@ -74,9 +74,9 @@ int run(const Options& o) {
               static_cast<long long>(model.moe_intermediate_size), static_cast<long long>(model.num_experts),
               static_cast<long long>(model.num_experts_per_tok), static_cast<long long>(o.tokens), o.dtype.c_str(),
               static_cast<long long>(o.ranks), sm);
-  std::printf("experts: %s\n", mp::cuda::expert_path(sm, bf16) == mp::cuda::ExpertPath::mma_sync
-                                   ? "fused grouped kernels (mma.sync)"
-                                   : "cuBLAS per expert");
+  const mp::cuda::ExpertPath path = mp::cuda::device_expert_path(bf16);
+  std::printf("experts: %s (%s)\n", path == mp::cuda::ExpertPath::cublas ? "cuBLAS per expert" : "fused grouped kernels",
+              mp::cuda::to_string(path));
   const auto w = [&] {
     auto f = mp::random_moe_weights<float>(model, 1);
     if constexpr (bf16)

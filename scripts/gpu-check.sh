@@ -2,7 +2,7 @@
 # What still needs a GPU, in steps that fit the device tool's 10-minute calls. Run from the
 # repository root on the GPU machine, with .device-deps carried (../shared/tools/stage-device-deps):
 #
-#   scripts/gpu-check.sh build      # configure the device preset (sm_90) and build everything
+#   scripts/gpu-check.sh build      # configure the device preset (sm_90a) and build everything
 #   scripts/gpu-check.sh test       # ctest --preset gpu: kernels, communicators, the block, demo
 #   scripts/gpu-check.sh sanitize   # compute-sanitizer memcheck and racecheck on the CUDA suite
 #   scripts/gpu-check.sh bench      # the benchmarks: JSON (and plots) into ${OUT:-bench-results}
@@ -16,7 +16,7 @@ step=${1:-}
 
 case "$step" in
   build)
-    cmake --preset device -DCMAKE_CUDA_ARCHITECTURES=90
+    cmake --preset device -DCMAKE_CUDA_ARCHITECTURES=90a
     cmake --build --preset device -j "$(nproc)"
     ;;
   test)

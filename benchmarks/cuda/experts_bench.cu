@@ -4,7 +4,8 @@
 //             shapes: [rows, H] x [H, 2I], then [rows, I] x [I, H]) — the ceiling
 //   per-expert the cuBLAS loop (CublasExperts(0): one GEMM pair per expert, exact rows)
 //   fused     FusedExperts on materialized rows, and reading the tokens through the
-//             permutation
+//             permutation (+perm); each fused path the device runs (wgmma on sm_90,
+//             mma.sync)
 //
 //   experts_bench [--quick] [--out results.json]
 //
@@ -90,7 +91,7 @@ void run_case(const Shape& shape, index_t tokens, bool skewed, cudaStream_t s, n
   auto record = [&](const char* what, double ms, double dense_ms) {
     const double tflops = flops / (ms * 1e-3) / 1e12;
     const double dense = flops / (dense_ms * 1e-3) / 1e12;
-    std::fprintf(stderr, "%-14s %-10s tokens %6lld %-7s %9.3f ms %7.1f TFLOP/s  (%5.1f%% of dense)\n", shape.model,
+    std::fprintf(stderr, "%-14s %-19s tokens %6lld %-7s %9.3f ms %7.1f TFLOP/s  (%5.1f%% of dense)\n", shape.model,
                  what, static_cast<long long>(tokens), skewed ? "skewed" : "uniform", ms, tflops,
                  100.0 * tflops / dense);
     out.push_back({{"model", shape.model},
@@ -132,19 +133,21 @@ void run_case(const Shape& shape, index_t tokens, bool skewed, cudaStream_t s, n
          median_ms([&] { loop.grouped(grouped.data(), offsets, gate_up.data(), down.data(), H, I, y.data(), s); }, s),
          dense_ms);
 
-  mp::cuda::FusedExperts fused;
-  record(
-      "fused",
-      median_ms(
-          [&] { fused.grouped(grouped.data(), nullptr, 1, offsets, gate_up.data(), down.data(), H, I, y.data(), s); },
-          s),
-      dense_ms);
-  record(
-      "fused+perm",
-      median_ms(
-          [&] { fused.grouped(x.data(), d_order.data(), k, offsets, gate_up.data(), down.data(), H, I, y.data(), s); },
-          s),
-      dense_ms);
+  // Every fused path the device runs: wgmma (sm_90) and mma.sync.
+  std::vector<mp::cuda::ExpertPath> paths{mp::cuda::ExpertPath::mma_sync};
+  if (mp::cuda::wgmma_built()) paths.insert(paths.begin(), mp::cuda::ExpertPath::wgmma);
+  for (mp::cuda::ExpertPath path : paths) {
+    mp::cuda::FusedExperts fused(path);
+    const std::string name = std::string("fused-") + mp::cuda::to_string(path);
+    record(name.c_str(), median_ms([&] {
+             fused.grouped(grouped.data(), nullptr, 1, offsets, gate_up.data(), down.data(), H, I, y.data(), s);
+           }, s),
+           dense_ms);
+    record((name + "+perm").c_str(), median_ms([&] {
+             fused.grouped(x.data(), d_order.data(), k, offsets, gate_up.data(), down.data(), H, I, y.data(), s);
+           }, s),
+           dense_ms);
+  }
 }
 
 }  // namespace

@@ -1,7 +1,7 @@
-// The fused expert kernels (FusedExperts) against the CPU expert MLP (cpu/experts.hpp) and
-// the cuBLAS per-expert loop (CublasExperts), at the tiny shapes of the three families and
-// at odd ones (H and I not multiples of the tile, H not a multiple of 8: the element-load
-// path), with uniform, skewed (one expert takes every row) and idle-expert loads, 0 to 1000
+// The fused expert kernels (FusedExperts: mma.sync, and wgmma where the device runs it)
+// against the CPU expert MLP (cpu/experts.hpp) and the cuBLAS per-expert loop
+// (CublasExperts), at the tiny shapes of the three families and at odd ones (H and I not
+// multiples of the tile, H not a multiple of 8: the element-load path), with uniform, skewed (one expert takes every row) and idle-expert loads, 0 to 1000
 // rows. Tolerance against the CPU and cuBLAS: 2^-6 of the output's largest magnitude, as in
 // the other bf16 comparisons: the activation is stored in bf16 on both sides, and an fp32
 // sum in another order may round it the other way (2^-8 relative) before the down
@@ -70,10 +70,17 @@ double max_diff(const std::vector<A>& a, const std::vector<float>& b) {
   return m;
 }
 
-void check_shape(Shape s, index_t tokens, index_t top_k, Load load) {
+/// The fused paths this device runs: mma.sync, and wgmma where it can.
+std::vector<mp::cuda::ExpertPath> fused_paths() {
+  std::vector<mp::cuda::ExpertPath> paths{mp::cuda::ExpertPath::mma_sync};
+  if (mp::cuda::wgmma_built()) paths.push_back(mp::cuda::ExpertPath::wgmma);
+  return paths;
+}
+
+void check_shape(Shape s, index_t tokens, index_t top_k, Load load, mp::cuda::ExpertPath path) {
   const index_t H = s.hidden, I = s.inter, E = s.experts, pairs = tokens * top_k;
-  INFO("hidden " << H << ", inter " << I << ", " << E << " experts, " << tokens << " tokens, top-" << top_k << ", load "
-                 << static_cast<int>(load));
+  INFO(mp::cuda::to_string(path) << ": hidden " << H << ", inter " << I << ", " << E << " experts, " << tokens
+                                 << " tokens, top-" << top_k << ", load " << static_cast<int>(load));
   const auto x = random_tensor({tokens, H}, 1.0f, static_cast<std::uint32_t>(H + tokens));
   const auto gate_up = random_tensor({E, 2 * I, H}, 1.0f / std::sqrt(static_cast<float>(H)), 5);
   const auto down = random_tensor({E, H, I}, 1.0f / std::sqrt(static_cast<float>(I)), 6);
@@ -102,7 +109,7 @@ void check_shape(Shape s, index_t tokens, index_t top_k, Load load) {
   auto d_order = upload(std::vector<std::int32_t>(order.begin(), order.end()));
   auto cast = [](const auto& b) { return reinterpret_cast<const bf16*>(b.data()); };
 
-  mp::cuda::FusedExperts fused;
+  mp::cuda::FusedExperts fused(path);
   mp::cuda::DeviceBuffer<float> y_gather(expected.size()), y_rows(expected.size());
   mp::cuda::DeviceBuffer<bf16> y16(expected.size());
   fused.grouped(cast(d_x), d_order.data(), top_k, offsets, cast(d_gate_up), cast(d_down), H, I, y_gather.data(),
@@ -167,13 +174,25 @@ TEST_CASE("The fused experts compute the CPU's expert MLP, at family and odd sha
       {8, 8, 2},     // smaller than every tile
       {7, 3, 1},     // odd everywhere, one expert
   };
-  for (const Shape& s : shapes)
-    for (index_t tokens : {0, 1, 7, 300})
-      for (Load load : {Load::uniform, Load::skewed, Load::idle}) check_shape(s, tokens, 2, load);
-  // Many rows per expert: the large tiles.
-  check_shape({128, 96, 4}, 1000, 2, Load::uniform);
-  check_shape({128, 96, 4}, 1000, 8, Load::skewed);
+  for (mp::cuda::ExpertPath path : fused_paths()) {
+    for (const Shape& s : shapes)
+      for (index_t tokens : {0, 1, 7, 300})
+        for (Load load : {Load::uniform, Load::skewed, Load::idle}) check_shape(s, tokens, 2, load, path);
+    // Many rows per expert: the large tiles; K over several stages of every path.
+    check_shape({128, 96, 4}, 1000, 2, Load::uniform, path);
+    check_shape({128, 96, 4}, 1000, 8, Load::skewed, path);
+    check_shape({320, 200, 3}, 700, 2, Load::uniform, path);
+  }
 }
+
+#ifdef MESHPLAN_EXPECT_WGMMA
+TEST_CASE("On an sm_90 device this build runs the wgmma kernels", "[experts]") {
+  // The build holds sm_90a code (CMAKE_CUDA_ARCHITECTURES 90a): an H100 or H200 must get it.
+  if (mp::cuda::current_sm() != 90) return;
+  CHECK(mp::cuda::wgmma_built());
+  CHECK(mp::cuda::device_expert_path(true) == mp::cuda::ExpertPath::wgmma);
+}
+#endif
 
 TEST_CASE("The fused dense MLP (shared experts) computes the CPU's", "[experts]") {
   for (index_t tokens : {1, 33, 500}) {
@@ -186,9 +205,12 @@ TEST_CASE("The fused dense MLP (shared experts) computes the CPU's", "[experts]"
     auto d_x = upload(x.vector());
     auto d_gate = upload(gate.vector()), d_up = upload(up.vector()), d_down = upload(down.vector());
     auto cast = [](const auto& b) { return reinterpret_cast<const bf16*>(b.data()); };
-    mp::cuda::FusedExperts fused;
-    mp::cuda::DeviceBuffer<float> y(expected.size());
-    fused.dense(cast(d_x), tokens, cast(d_gate), cast(d_up), cast(d_down), H, I, y.data(), nullptr);
-    CHECK(max_diff(download(y), expected) <= 1.6e-2 * max_abs(expected));
+    for (mp::cuda::ExpertPath path : fused_paths()) {
+      INFO(mp::cuda::to_string(path) << ", " << tokens << " tokens");
+      mp::cuda::FusedExperts fused(path);
+      mp::cuda::DeviceBuffer<float> y(expected.size());
+      fused.dense(cast(d_x), tokens, cast(d_gate), cast(d_up), cast(d_down), H, I, y.data(), nullptr);
+      CHECK(max_diff(download(y), expected) <= 1.6e-2 * max_abs(expected));
+    }
   }
 }

@@ -117,10 +117,13 @@ TEST_CASE("host: the tile shape follows the load, the path the device and the st
   CHECK_FALSE(mp::cuda::large_tiles(std::vector<index_t>{0, 10, 20}));
   CHECK(mp::cuda::large_tiles(std::vector<index_t>{0, 0, 300}));  // one busy expert of 300 rows
   CHECK_FALSE(mp::cuda::large_tiles(std::vector<index_t>{0, 0, 0}));
-  CHECK(mp::cuda::expert_path(90, true) == mp::cuda::ExpertPath::mma_sync);
-  CHECK(mp::cuda::expert_path(80, true) == mp::cuda::ExpertPath::mma_sync);
-  CHECK(mp::cuda::expert_path(75, true) == mp::cuda::ExpertPath::cublas);
-  CHECK(mp::cuda::expert_path(90, false) == mp::cuda::ExpertPath::cublas);
+  using Path = mp::cuda::ExpertPath;
+  CHECK(mp::cuda::expert_path(90, true, true) == Path::wgmma);
+  CHECK(mp::cuda::expert_path(90, true, false) == Path::mma_sync);  // a build without sm_90a code
+  CHECK(mp::cuda::expert_path(100, true, true) == Path::mma_sync);  // wgmma is sm_90's alone
+  CHECK(mp::cuda::expert_path(80, true, false) == Path::mma_sync);
+  CHECK(mp::cuda::expert_path(75, true, false) == Path::cublas);
+  CHECK(mp::cuda::expert_path(90, false, true) == Path::cublas);
   using P = mp::cuda::ExpertGemmPolicies;
   STATIC_REQUIRE(P::gate_up_small::block_m == P::down_small::block_m);
   STATIC_REQUIRE(P::gate_up_large::block_m == P::down_large::block_m);

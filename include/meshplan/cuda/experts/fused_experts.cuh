@@ -1,6 +1,7 @@
 #pragma once
-// FusedExperts: the experts' SwiGLU MLP as two grouped kernels (experts/grouped_gemm.cuh)
-// over all local experts at once, bf16 storage, sm_80 and newer.
+// FusedExperts: the experts' SwiGLU MLP as two grouped kernels over all local experts at
+// once, bf16 storage: on warpgroup MMA (wgmma_gemm.cuh) where the device is sm_90 and the
+// build has sm_90a code, else on mma.sync (grouped_gemm.cuh), sm_80 and newer.
 //
 //   gate_up_swiglu  reads the rows (or, without a materialized copy, the tokens through the
 //                   permutation) and writes only the activation [rows, I], bf16
@@ -23,12 +24,34 @@
 #include "meshplan/cuda/core/error.cuh"
 #include "meshplan/cuda/experts/grouped_gemm.cuh"
 #include "meshplan/cuda/experts/tiles.cuh"
+#include "meshplan/cuda/experts/wgmma_gemm.cuh"
 
 namespace meshplan::cuda {
 
 class FusedExperts {
  public:
   using bf16 = __nv_bfloat16;
+
+  /// The kernels of the current device, chosen at the first call: wgmma where it can run
+  /// them, else mma.sync.
+  FusedExperts() = default;
+  /// The kernels named (mma_sync or wgmma, to compare them); refused where they cannot run.
+  explicit FusedExperts(ExpertPath path) {
+    if (path == ExpertPath::cublas)
+      throw RuleViolation(Message::rule("expert_path") << "FusedExperts runs the fused kernels: mma_sync or wgmma");
+    if (path == ExpertPath::wgmma && !wgmma_built())
+      throw RuleViolation(Message::rule("expert_path")
+                          << "the wgmma kernels need an sm_90 device and a build with sm_90a code "
+                             "(CMAKE_CUDA_ARCHITECTURES 90a); this device is sm_"
+                          << current_sm());
+    path_ = path;
+  }
+
+  /// The kernels this object runs (asks the device when none was named).
+  ExpertPath path() {
+    if (path_ == ExpertPath::cublas) path_ = wgmma_built() ? ExpertPath::wgmma : ExpertPath::mma_sync;
+    return path_;
+  }
 
   /// Rows grouped by local expert (`offsets`, host, El + 1 entries): `rows` [N, H], or,
   /// with `gather`, row r is token gather[r] / top_k of `rows` (the permutation read in
@@ -59,6 +82,13 @@ class FusedExperts {
     const index_t rows = offsets.empty() ? 0 : offsets.back();
     enforce(expert_rules::fused_sizes(rows, hidden, inter));
     if (rows == 0) return;
+    if (path() == ExpertPath::wgmma) {
+      if (large_tiles(offsets))
+        launch_wgmma<WgmmaPolicies::large>(a, gate_up, down, offsets, hidden, inter, out, stream);
+      else
+        launch_wgmma<WgmmaPolicies::small>(a, gate_up, down, offsets, hidden, inter, out, stream);
+      return;
+    }
     using Policies = ExpertGemmPolicies;
     if (large_tiles(offsets))
       launch<Policies::gate_up_large, Policies::down_large>(a, gate_up, down, offsets, hidden, inter, out, stream);
@@ -95,6 +125,32 @@ class FusedExperts {
     MESHPLAN_CUDA_CHECK(cudaGetLastError());
   }
 
+  template <class P, class Row>
+  void launch_wgmma(const kernels::ARows& a, const BOperands& gate_up, const BOperands& down,
+                    std::span<const index_t> offsets, index_t hidden, index_t inter, Row* out, cudaStream_t stream) {
+    const std::vector<GemmTile> tiles = expert_tiles(offsets, P::block_m);
+    tiles_.upload(tiles, stream);
+    const index_t rows = offsets.back();
+    act_.resize(static_cast<std::size_t>(rows * inter));
+    constexpr int shared = kernels::wgmma_shared_bytes<P>(), per_op = P::b_rows / 2;
+
+    const bool gu_vectors = hidden % 8 == 0 && aligned(a.rows) && aligned(gate_up.base[0]) && aligned(gate_up.base[1]);
+    const dim3 gu_grid(static_cast<unsigned>(tiles.size()), static_cast<unsigned>((inter + per_op - 1) / per_op));
+    allow_shared(kernels::gate_up_swiglu_wgmma<P>, shared);
+    kernels::gate_up_swiglu_wgmma<P><<<gu_grid, P::threads, shared, stream>>>(
+        tiles_.data(), a, gate_up, static_cast<int>(inter), static_cast<int>(hidden), gu_vectors, act_.data());
+    MESHPLAN_CUDA_CHECK(cudaGetLastError());
+
+    const bool d_vectors = inter % 8 == 0 && aligned(act_.data()) && aligned(down.base[0]);
+    const dim3 d_grid(static_cast<unsigned>(tiles.size()),
+                      static_cast<unsigned>((hidden + P::b_rows - 1) / P::b_rows));
+    allow_shared(kernels::down_wgmma<P, Row>, shared);
+    kernels::down_wgmma<P, Row>
+        <<<d_grid, P::threads, shared, stream>>>(tiles_.data(), kernels::ARows{act_.data(), nullptr, 1}, down,
+                                                 static_cast<int>(hidden), static_cast<int>(inter), d_vectors, out);
+    MESHPLAN_CUDA_CHECK(cudaGetLastError());
+  }
+
   /// Kernels needing more than the default 48 KiB of shared memory must say so first.
   template <class Kernel>
   static void allow_shared(Kernel* kernel, int bytes) {
@@ -103,8 +159,16 @@ class FusedExperts {
   }
   static bool aligned(const void* p) noexcept { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
 
+  ExpertPath path_ = ExpertPath::cublas;  // not chosen yet
   DeviceBuffer<GemmTile> tiles_;
   DeviceBuffer<bf16> act_;
 };
+
+/// The expert path of the current device for bf16 (or other) storage: expert_path() with
+/// the device's compute capability and whether this build can run wgmma on it.
+inline ExpertPath device_expert_path(bool bf16) {
+  const int sm = current_sm();
+  return expert_path(sm, bf16, bf16 && sm == 90 && wgmma_built());
+}
 
 }  // namespace meshplan::cuda

@@ -38,6 +38,22 @@ struct ExpertGemmPolicies {
   static constexpr index_t large_from_rows = 128;
 };
 
+/// The sm_90 kernels' shape (wgmma_gemm.cuh): `warpgroups` warpgroups of 64 rows each, a
+/// stage of 64 k for the rows and for 128 B rows (64 columns of gate and of up, or 128 of
+/// down), `stages` stages in flight.
+template <int WarpGroups, int Stages>
+struct WgmmaPolicy {
+  static constexpr int warpgroups = WarpGroups, stages = Stages;
+  static constexpr int block_m = 64 * WarpGroups, block_k = 64, b_rows = 128;
+  static constexpr int threads = 128 * WarpGroups;
+};
+
+/// The sm_90 shape classes; the class changes no result (the same instruction and k order).
+struct WgmmaPolicies {
+  using small = WgmmaPolicy<1, 4>;  // 96 KiB of stages: two blocks per SM
+  using large = WgmmaPolicy<2, 4>;  // 128 KiB
+};
+
 /// The row tiles of the grouped kernels, 16 bytes each.
 struct GemmTile {
   std::int32_t expert;     // local expert
@@ -70,12 +86,18 @@ inline bool large_tiles(std::span<const index_t> offsets) noexcept {
 enum class ExpertPath {
   cublas,    // per-expert cuBLAS GEMMs: fp32 storage, or GPUs before sm_80
   mma_sync,  // the fused grouped kernels on mma.sync tensor cores: bf16 on sm_80 and newer
+  wgmma,     // the fused grouped kernels on warpgroup MMA: bf16 on sm_90 with sm_90a code
 };
 
-/// The path for a device of compute capability `sm` (90 for sm_90) and bf16 (or not)
-/// storage. sm_90 runs the mma.sync kernels too until the wgmma/TMA path exists.
-constexpr ExpertPath expert_path(int sm, bool bf16) noexcept {
-  return bf16 && sm >= 80 ? ExpertPath::mma_sync : ExpertPath::cublas;
+constexpr const char* to_string(ExpertPath p) noexcept {
+  return p == ExpertPath::wgmma ? "wgmma" : p == ExpertPath::mma_sync ? "mma.sync" : "cuBLAS";
+}
+
+/// The path for a device of compute capability `sm` (90 for sm_90), bf16 (or not) storage,
+/// and whether the build holds sm_90a code for the device (wgmma_built()).
+constexpr ExpertPath expert_path(int sm, bool bf16, bool wgmma_code) noexcept {
+  if (!bf16 || sm < 80) return ExpertPath::cublas;
+  return sm == 90 && wgmma_code ? ExpertPath::wgmma : ExpertPath::mma_sync;
 }
 
 /// The widest output a launch covers: 65535 blocks of the narrowest tile (grid.y's limit).

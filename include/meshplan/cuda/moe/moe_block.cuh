@@ -13,7 +13,8 @@
 //   -- the one device-to-host copy: the counts, and the router's report of bad logits --
 //   EP                  counts all-to-all (host), rows gathered in expert order, all-to-all-v,
 //                       regrouped by local expert (row blocks)
-//   experts             bf16 on sm_80+: the fused grouped kernels (FusedExperts), reading
+//   experts             bf16 on sm_80+: the fused grouped kernels (FusedExperts: wgmma on
+//                       sm_90 with sm_90a code, else mma.sync), reading
 //                       the tokens through the permutation when nothing was exchanged;
 //                       otherwise cuBLAS per local expert (CublasExperts)
 //   EP back             inverse regroup, all-to-all-v back
@@ -87,7 +88,8 @@ class MoEBlock<Model, Mesh, Plan, cuda::CudaBackend<Storage>> {
       : model_(model), mesh_(mesh), rank_(rank) {
     RankWeights<T> mine = load_rank_weights(model_, MeshSpec(mesh_), Plan::entries, rank_, load);
     local_experts_ = mine.weights.gate_up.dim(0);
-    path_ = cuda::expert_path(cuda::current_sm(), std::is_same_v<T, bfloat16>);
+    path_ = cuda::device_expert_path(std::is_same_v<T, bfloat16>);
+    if (path_ != cuda::ExpertPath::cublas) fused_ = cuda::FusedExperts(path_);
     expert_begin_ = mine.first_expert;
     w_ = cuda::to_device(mine.weights);
   }
@@ -265,7 +267,7 @@ class MoEBlock<Model, Mesh, Plan, cuda::CudaBackend<Storage>> {
     const D* gate_up = cuda::device_cast(w_.gate_up.data());
     const D* down = cuda::device_cast(w_.down.data());
     if constexpr (std::is_same_v<T, bfloat16>) {
-      if (path_ == cuda::ExpertPath::mma_sync)
+      if (path_ != cuda::ExpertPath::cublas)
         return fused_.grouped(rows, gather, k, offsets, gate_up, down, H, I, out, s);
     }
     if (gather) {
@@ -285,7 +287,7 @@ class MoEBlock<Model, Mesh, Plan, cuda::CudaBackend<Storage>> {
     const auto* up = cuda::device_cast(w_.shared_up.data());
     const auto* down = cuda::device_cast(w_.shared_down.data());
     if constexpr (std::is_same_v<T, bfloat16>) {
-      if (path_ == cuda::ExpertPath::mma_sync)
+      if (path_ != cuda::ExpertPath::cublas)
         return fused_.dense(cuda::device_cast(x.data()), tokens, gate, up, down, H, S, shared_.data(), s);
     }
     experts_.dense(cuda::device_cast(x.data()), tokens, gate, up, down, H, S, shared_.data(), s);
