@@ -182,6 +182,7 @@ TEST_CASE("The fused experts compute the CPU's expert MLP, at family and odd sha
     check_shape({128, 96, 4}, 1000, 2, Load::uniform, path);
     check_shape({128, 96, 4}, 1000, 8, Load::skewed, path);
     check_shape({320, 200, 3}, 700, 2, Load::uniform, path);
+    check_shape({300, 260, 2}, 200, 2, Load::uniform, path);  // element loads over more k stages than in flight
   }
 }
 

@@ -82,72 +82,73 @@ class FusedExperts {
     const index_t rows = offsets.empty() ? 0 : offsets.back();
     enforce(expert_rules::fused_sizes(rows, hidden, inter));
     if (rows == 0) return;
+    const bool large = large_tiles(offsets);
     if (path() == ExpertPath::wgmma) {
-      if (large_tiles(offsets))
-        launch_wgmma<WgmmaPolicies::large>(a, gate_up, down, offsets, hidden, inter, out, stream);
-      else
-        launch_wgmma<WgmmaPolicies::small>(a, gate_up, down, offsets, hidden, inter, out, stream);
-      return;
+      if (large) return launch<WgmmaKernels<WgmmaPolicies::large>>(a, gate_up, down, offsets, hidden, inter, out, stream);
+      return launch<WgmmaKernels<WgmmaPolicies::small>>(a, gate_up, down, offsets, hidden, inter, out, stream);
     }
-    using Policies = ExpertGemmPolicies;
-    if (large_tiles(offsets))
-      launch<Policies::gate_up_large, Policies::down_large>(a, gate_up, down, offsets, hidden, inter, out, stream);
-    else
-      launch<Policies::gate_up_small, Policies::down_small>(a, gate_up, down, offsets, hidden, inter, out, stream);
+    using P = ExpertGemmPolicies;
+    if (large)
+      return launch<MmaSyncKernels<P::gate_up_large, P::down_large>>(a, gate_up, down, offsets, hidden, inter, out,
+                                                                     stream);
+    launch<MmaSyncKernels<P::gate_up_small, P::down_small>>(a, gate_up, down, offsets, hidden, inter, out, stream);
   }
 
-  template <class GU, class D, class Row>
+  // A path's two kernels at one tile class: the row tile, the output columns one block
+  // covers, and the launches (the same arguments for every path).
+  template <class GU, class D>
+  struct MmaSyncKernels {
+    static_assert(GU::block_m == D::block_m, "both kernels take the same row tiles");
+    static constexpr int block_m = GU::block_m, gate_up_columns = GU::block_n, down_columns = D::block_n;
+    template <class... Args>
+    static void gate_up(dim3 grid, cudaStream_t stream, Args... args) {
+      constexpr int shared = kernels::gemm_shared_bytes<GU, 2>();
+      allow_shared(kernels::gate_up_swiglu<GU>, shared);
+      kernels::gate_up_swiglu<GU><<<grid, GU::threads, shared, stream>>>(args...);
+    }
+    template <class Row, class... Args>
+    static void down(dim3 grid, cudaStream_t stream, Args... args) {
+      constexpr int shared = kernels::gemm_shared_bytes<D, 1>();
+      allow_shared(kernels::down<D, Row>, shared);
+      kernels::down<D, Row><<<grid, D::threads, shared, stream>>>(args...);
+    }
+  };
+  template <class P>
+  struct WgmmaKernels {
+    static constexpr int block_m = P::block_m, gate_up_columns = P::b_rows / 2, down_columns = P::b_rows;
+    static constexpr int shared = kernels::wgmma_shared_bytes<P>();
+    template <class... Args>
+    static void gate_up(dim3 grid, cudaStream_t stream, Args... args) {
+      allow_shared(kernels::gate_up_swiglu_wgmma<P>, shared);
+      kernels::gate_up_swiglu_wgmma<P><<<grid, P::threads, shared, stream>>>(args...);
+    }
+    template <class Row, class... Args>
+    static void down(dim3 grid, cudaStream_t stream, Args... args) {
+      allow_shared(kernels::down_wgmma<P, Row>, shared);
+      kernels::down_wgmma<P, Row><<<grid, P::threads, shared, stream>>>(args...);
+    }
+  };
+
+  template <class K, class Row>
   void launch(const kernels::ARows& a, const BOperands& gate_up, const BOperands& down,
               std::span<const index_t> offsets, index_t hidden, index_t inter, Row* out, cudaStream_t stream) {
-    static_assert(GU::block_m == D::block_m, "both kernels take the same row tiles");
-    const std::vector<GemmTile> tiles = expert_tiles(offsets, GU::block_m);
+    const std::vector<GemmTile> tiles = expert_tiles(offsets, K::block_m);
     tiles_.upload(tiles, stream);  // pageable: staged before cudaMemcpyAsync returns
     const index_t rows = offsets.back();
     act_.resize(static_cast<std::size_t>(rows * inter));
+    const auto blocks = [&](index_t columns, int per_block) {
+      return dim3(static_cast<unsigned>(tiles.size()), static_cast<unsigned>((columns + per_block - 1) / per_block));
+    };
 
     const bool gu_vectors = hidden % 8 == 0 && aligned(a.rows) && aligned(gate_up.base[0]) && aligned(gate_up.base[1]);
-    const dim3 gu_grid(static_cast<unsigned>(tiles.size()),
-                       static_cast<unsigned>((inter + GU::block_n - 1) / GU::block_n));
-    constexpr int gu_shared = kernels::gemm_shared_bytes<GU, 2>();
-    allow_shared(kernels::gate_up_swiglu<GU>, gu_shared);
-    kernels::gate_up_swiglu<GU><<<gu_grid, GU::threads, gu_shared, stream>>>(
-        tiles_.data(), a, gate_up, static_cast<int>(inter), static_cast<int>(hidden), gu_vectors, act_.data());
+    K::gate_up(blocks(inter, K::gate_up_columns), stream, tiles_.data(), a, gate_up, static_cast<int>(inter),
+               static_cast<int>(hidden), gu_vectors, act_.data());
     MESHPLAN_CUDA_CHECK(cudaGetLastError());
 
     const bool d_vectors = inter % 8 == 0 && aligned(act_.data()) && aligned(down.base[0]);
-    const dim3 d_grid(static_cast<unsigned>(tiles.size()),
-                      static_cast<unsigned>((hidden + D::block_n - 1) / D::block_n));
-    constexpr int d_shared = kernels::gemm_shared_bytes<D, 1>();
-    allow_shared(kernels::down<D, Row>, d_shared);
-    kernels::down<D, Row>
-        <<<d_grid, D::threads, d_shared, stream>>>(tiles_.data(), kernels::ARows{act_.data(), nullptr, 1}, down,
-                                                   static_cast<int>(hidden), static_cast<int>(inter), d_vectors, out);
-    MESHPLAN_CUDA_CHECK(cudaGetLastError());
-  }
-
-  template <class P, class Row>
-  void launch_wgmma(const kernels::ARows& a, const BOperands& gate_up, const BOperands& down,
-                    std::span<const index_t> offsets, index_t hidden, index_t inter, Row* out, cudaStream_t stream) {
-    const std::vector<GemmTile> tiles = expert_tiles(offsets, P::block_m);
-    tiles_.upload(tiles, stream);
-    const index_t rows = offsets.back();
-    act_.resize(static_cast<std::size_t>(rows * inter));
-    constexpr int shared = kernels::wgmma_shared_bytes<P>(), per_op = P::b_rows / 2;
-
-    const bool gu_vectors = hidden % 8 == 0 && aligned(a.rows) && aligned(gate_up.base[0]) && aligned(gate_up.base[1]);
-    const dim3 gu_grid(static_cast<unsigned>(tiles.size()), static_cast<unsigned>((inter + per_op - 1) / per_op));
-    allow_shared(kernels::gate_up_swiglu_wgmma<P>, shared);
-    kernels::gate_up_swiglu_wgmma<P><<<gu_grid, P::threads, shared, stream>>>(
-        tiles_.data(), a, gate_up, static_cast<int>(inter), static_cast<int>(hidden), gu_vectors, act_.data());
-    MESHPLAN_CUDA_CHECK(cudaGetLastError());
-
-    const bool d_vectors = inter % 8 == 0 && aligned(act_.data()) && aligned(down.base[0]);
-    const dim3 d_grid(static_cast<unsigned>(tiles.size()),
-                      static_cast<unsigned>((hidden + P::b_rows - 1) / P::b_rows));
-    allow_shared(kernels::down_wgmma<P, Row>, shared);
-    kernels::down_wgmma<P, Row>
-        <<<d_grid, P::threads, shared, stream>>>(tiles_.data(), kernels::ARows{act_.data(), nullptr, 1}, down,
-                                                 static_cast<int>(hidden), static_cast<int>(inter), d_vectors, out);
+    K::template down<Row>(blocks(hidden, K::down_columns), stream, tiles_.data(),
+                          kernels::ARows{act_.data(), nullptr, 1}, down, static_cast<int>(hidden),
+                          static_cast<int>(inter), d_vectors, out);
     MESHPLAN_CUDA_CHECK(cudaGetLastError());
   }
 

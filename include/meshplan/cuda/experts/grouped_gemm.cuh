@@ -94,6 +94,30 @@ struct BOperands {
   long long expert_stride;
 };
 
+/// Row `row` of the tile's A operand: where it starts (the token's row when read through
+/// the permutation), and in `ok` whether the tile has that row (else the tile's first row
+/// stands in, a valid address for zero-fill copies).
+__device__ inline const __nv_bfloat16* a_row(const GemmTile& tile, const ARows& a, int row, int k, bool& ok) {
+  ok = row < tile.rows;
+  const long long r = tile.row_begin + (ok ? row : 0);
+  const long long src = a.gather ? a.gather[r] / a.top_k : r;
+  return a.rows + src * k;
+}
+
+/// Elements kk..kk+7 of the row at `src` (K = k) into 16 bytes of shared memory at `dst`:
+/// zeros past k or for a missing row (`ok` false). By cp.async with `vectors` (K % 8 == 0,
+/// 16-byte aligned operands), else element by element.
+__device__ inline void load_chunk(void* dst, const __nv_bfloat16* src, bool ok, int kk, int k, bool vectors) {
+  if (vectors) {
+    const bool inside = ok && kk < k;  // a zero-fill copy still names an address: keep it in the buffer
+    cp_async_16(dst, inside ? src + kk : src, inside);
+  } else {
+    auto* out = static_cast<__nv_bfloat16*>(dst);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) out[e] = ok && kk + e < k ? src[kk + e] : __float2bfloat16_rn(0.0f);
+  }
+}
+
 /// The shared memory one block of policy P with NB B operands needs.
 template <class P, int NB>
 constexpr int gemm_shared_bytes() {
@@ -130,13 +154,7 @@ __device__ inline void gemm_mainloop(const GemmTile& tile, const ARows& a, const
   const __nv_bfloat16* a_src[a_chunks];
   bool a_ok[a_chunks];
 #pragma unroll
-  for (int c = 0; c < a_chunks; ++c) {
-    const int row = (tid + c * threads) / chunks_per_row;
-    a_ok[c] = row < tile.rows;
-    const long long r = tile.row_begin + (a_ok[c] ? row : 0);
-    const long long src = a.gather ? a.gather[r] / a.top_k : r;
-    a_src[c] = a.rows + src * k;
-  }
+  for (int c = 0; c < a_chunks; ++c) a_src[c] = a_row(tile, a, (tid + c * threads) / chunks_per_row, k, a_ok[c]);
   const __nv_bfloat16* b_src[NB][b_chunks];
   bool b_ok[b_chunks];
 #pragma unroll
@@ -148,29 +166,20 @@ __device__ inline void gemm_mainloop(const GemmTile& tile, const ARows& a, const
     for (int op = 0; op < NB; ++op) b_src[op][c] = b.base[op] + tile.expert * b.expert_stride + nr * k;
   }
 
-  auto load_chunk = [&](__nv_bfloat16* dst, const __nv_bfloat16* src, bool ok, int kk) {
-    if (vectors) {
-      const bool inside = ok && kk < k;  // a zero-fill copy still names an address: keep it in the buffer
-      cp_async_16(dst, inside ? src + kk : src, inside);
-    } else {
-#pragma unroll
-      for (int e = 0; e < 8; ++e) dst[e] = ok && kk + e < k ? src[kk + e] : __float2bfloat16_rn(0.0f);
-    }
-  };
   auto load_stage = [&](int stage, int kt) {
     __nv_bfloat16* s = shared + stage * stage_elems;
     const int k0 = kt * BK;
 #pragma unroll
     for (int c = 0; c < a_chunks; ++c) {
       const int id = tid + c * threads, row = id / chunks_per_row, kc = (id % chunks_per_row) * 8;
-      load_chunk(s + row * LDS + kc, a_src[c], a_ok[c], k0 + kc);
+      load_chunk(s + row * LDS + kc, a_src[c], a_ok[c], k0 + kc, k, vectors);
     }
 #pragma unroll
     for (int op = 0; op < NB; ++op)
 #pragma unroll
       for (int c = 0; c < b_chunks; ++c) {
         const int id = tid + c * threads, row = id / chunks_per_row, kc = (id % chunks_per_row) * 8;
-        load_chunk(s + (BM + op * BN + row) * LDS + kc, b_src[op][c], b_ok[c], k0 + kc);
+        load_chunk(s + (BM + op * BN + row) * LDS + kc, b_src[op][c], b_ok[c], k0 + kc, k, vectors);
       }
   };
 

@@ -54,9 +54,11 @@ __device__ inline void wgmma_commit() {
   asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
 #endif
 }
-__device__ inline void wgmma_wait_all() {
+/// Waits until at most `Pending` committed groups of this warpgroup's MMAs are in flight.
+template <int Pending>
+__device__ inline void wgmma_wait() {
 #ifdef MESHPLAN_WGMMA
-  asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(Pending) : "memory");
 #endif
 }
 /// Keeps the compiler from moving accumulator reads or writes across the asynchronous MMA.
@@ -112,62 +114,51 @@ __device__ inline void wgmma_mainloop(const GemmTile& tile, const ARows& a, cons
   const __nv_bfloat16* a_src[a_chunks];
   bool a_ok[a_chunks];
 #pragma unroll
-  for (int c = 0; c < a_chunks; ++c) {
-    const int row = (tid + c * threads) / chunks;
-    a_ok[c] = row < tile.rows;
-    const long long r = tile.row_begin + (a_ok[c] ? row : 0);
-    const long long src = a.gather ? a.gather[r] / a.top_k : r;
-    a_src[c] = a.rows + src * k;
-  }
+  for (int c = 0; c < a_chunks; ++c) a_src[c] = a_row(tile, a, (tid + c * threads) / chunks, k, a_ok[c]);
   const __nv_bfloat16* b_src[b_chunks];
   bool b_ok[b_chunks];
 #pragma unroll
   for (int c = 0; c < b_chunks; ++c) {
     const int row = (tid + c * threads) / chunks, op = row / per_op, nr = n0 + row % per_op;
     b_ok[c] = nr < n;
-    b_src[c] = b.base[op] + tile.expert * b.expert_stride + static_cast<long long>(b_ok[c] ? nr : 0) * k;
+    const __nv_bfloat16* base = op == 0 ? b.base[0] : b.base[1];  // no run-time index: b stays in registers
+    b_src[c] = base + tile.expert * b.expert_stride + static_cast<long long>(b_ok[c] ? nr : 0) * k;
   }
 
-  auto load_chunk = [&](unsigned char* dst, const __nv_bfloat16* src, bool ok, int kk) {
-    if (vectors) {
-      const bool inside = ok && kk < k;  // a zero-fill copy still names an address: keep it in the buffer
-      cp_async_16(dst, inside ? src + kk : src, inside);
-    } else {
-      auto* out = reinterpret_cast<__nv_bfloat16*>(dst);
-#pragma unroll
-      for (int e = 0; e < 8; ++e) out[e] = ok && kk + e < k ? src[kk + e] : __float2bfloat16_rn(0.0f);
-    }
-  };
   auto load_stage = [&](int stage, int kt) {
     unsigned char* s = shared + stage * stage_bytes;
     const int k0 = kt * wl::tile_k;
 #pragma unroll
     for (int c = 0; c < a_chunks; ++c) {
       const int id = tid + c * threads, row = id / chunks, chunk = id % chunks;
-      load_chunk(s + wl::swizzled_chunk(row, chunk), a_src[c], a_ok[c], k0 + chunk * 8);
+      load_chunk(s + wl::swizzled_chunk(row, chunk), a_src[c], a_ok[c], k0 + chunk * 8, k, vectors);
     }
 #pragma unroll
     for (int c = 0; c < b_chunks; ++c) {
       const int id = tid + c * threads, row = id / chunks, chunk = id % chunks;
-      load_chunk(s + a_bytes + wl::swizzled_chunk(row, chunk), b_src[c], b_ok[c], k0 + chunk * 8);
+      load_chunk(s + a_bytes + wl::swizzled_chunk(row, chunk), b_src[c], b_ok[c], k0 + chunk * 8, k, vectors);
     }
   };
 
 #pragma unroll
   for (int i = 0; i < 64; ++i) acc[i] = 0.0f;
 
+  // One group of MMAs stays in flight while the next stage is waited for: stage kt is
+  // computed while kt - 1's MMAs may still run, so the stage refilled at step kt is
+  // kt - 2's, and STAGES - 2 stages are loaded ahead.
+  static_assert(STAGES >= 3, "a stage computing, one in flight, one loading");
   const int k_tiles = (k + wl::tile_k - 1) / wl::tile_k;
 #pragma unroll
-  for (int s = 0; s < STAGES - 1; ++s) {
+  for (int s = 0; s < STAGES - 2; ++s) {
     if (s < k_tiles) load_stage(s, s);
     cp_async_commit();
   }
   for (int kt = 0; kt < k_tiles; ++kt) {
-    cp_async_wait<STAGES - 2>();
+    cp_async_wait<STAGES - 3>();  // stage kt has landed (one group is committed per step)
     fence_async_shared();
     __syncthreads();
-    // Every warpgroup waited for its MMAs on the stage refilled here (the previous one).
-    if (const int next = kt + STAGES - 1; next < k_tiles) load_stage(next % STAGES, next);
+    // Every warpgroup has passed wgmma_wait<1> of step kt - 1: kt - 2's MMAs are done.
+    if (const int next = kt + STAGES - 2; next < k_tiles) load_stage(next % STAGES, next);
     cp_async_commit();
 
     const auto stage = static_cast<std::uint32_t>(__cvta_generic_to_shared(shared + (kt % STAGES) * stage_bytes));
@@ -178,9 +169,11 @@ __device__ inline void wgmma_mainloop(const GemmTile& tile, const ARows& a, cons
     for (int step = 0; step < wl::tile_k / wl::mma_k; ++step)
       wgmma_m64n128k16(acc, wl::k_major_descriptor(a_tile, step), wl::k_major_descriptor(b_tile, step));
     wgmma_commit();
-    wgmma_wait_all();
+    wgmma_wait<1>();
     fence_accumulators(acc);
   }
+  wgmma_wait<0>();
+  fence_accumulators(acc);
   cp_async_wait<0>();
 }
 
@@ -260,7 +253,10 @@ __global__ void wgmma_probe(int* built) {
 namespace meshplan::cuda {
 
 /// Whether the current device can run the wgmma kernels of this build: an sm_90 device and
-/// sm_90a code for it (CMAKE_CUDA_ARCHITECTURES 90a). Asked of the device once per device.
+/// sm_90a code for it (CMAKE_CUDA_ARCHITECTURES 90a). Asked of the device once per device,
+/// by a probe kernel on the default stream (so not inside a stream capture). The probe
+/// answers for the translation units of the program alike: build all of them for the same
+/// architectures.
 inline bool wgmma_built() {
   int device = 0;
   MESHPLAN_CUDA_CHECK(cudaGetDevice(&device));
@@ -270,13 +266,18 @@ inline bool wgmma_built() {
   if (known.size() <= static_cast<std::size_t>(device)) known.resize(static_cast<std::size_t>(device) + 1, -1);
   int& answer = known[static_cast<std::size_t>(device)];
   if (answer < 0) {
-    answer = 0;
+    int built = 0;
     if (current_sm() == 90) {
-      DeviceBuffer<int> built(1);
-      kernels::wgmma_probe<><<<1, 1>>>(built.data());
-      MESHPLAN_CUDA_CHECK(cudaGetLastError());
-      answer = built.download(nullptr)[0];
+      DeviceBuffer<int> flag(1);
+      kernels::wgmma_probe<><<<1, 1>>>(flag.data());
+      const cudaError_t launched = cudaGetLastError();
+      // No code in this build for the device at all: certainly no wgmma.
+      if (launched != cudaErrorNoKernelImageForDevice && launched != cudaErrorInvalidDeviceFunction) {
+        MESHPLAN_CUDA_CHECK(launched);
+        built = flag.download(nullptr)[0];
+      }
     }
+    answer = built;  // kept only once known: a failure above throws and asks again next time
   }
   return answer == 1;
 }
