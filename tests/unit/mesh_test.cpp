@@ -155,5 +155,11 @@ TEST_CASE("MeshSpec parses and checks like DeviceMesh", "[mesh]") {
   CHECK_THROWS_WITH(mp::MeshSpec::parse("ep=x"), Catch::Contains("[mesh_syntax]"));
   CHECK_THROWS_WITH(mp::MeshSpec::parse("ep=-2"), Catch::Contains("[mesh_syntax]"));
   CHECK_THROWS_WITH(mp::MeshSpec::parse(""), Catch::Contains("[mesh_has_axes]"));
+  // An empty axis is a typo, never skipped.
+  CHECK_THROWS_WITH(mp::MeshSpec::parse("ep=2,"),
+                    "meshplan [mesh_syntax]: mesh 'ep=2,' has an empty axis (a comma too many); write axes as "
+                    "name=size separated by single commas, e.g. dp=2,ep=4");
+  for (const char* text : {",ep=2", "ep=2,,tp=2", "ep=2, ", ","})
+    CHECK_THROWS_WITH(mp::MeshSpec::parse(text), Catch::Contains("[mesh_syntax]") && Catch::Contains("empty axis"));
   CHECK_THROWS_WITH((mp::MeshSpec{{"ep", -1}}), Catch::Contains("[axis_size_positive]"));
 }

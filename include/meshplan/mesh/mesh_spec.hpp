@@ -41,13 +41,18 @@ class MeshSpec {
     }
   }
 
-  /// Parses "name=size,name=size" (spaces allowed around items).
+  /// Parses "name=size,name=size" (spaces allowed around items). An empty item (a leading,
+  /// trailing or doubled comma) is refused, not skipped: "ep=2," is more likely a typo for a
+  /// missing axis than a finished mesh.
   static MeshSpec parse(std::string_view text) {
     MeshSpec spec;
+    const std::string_view whole = text;
     while (!text.empty()) {
       auto comma = text.find(',');
       auto item = trim(text.substr(0, comma));
-      text = comma == std::string_view::npos ? std::string_view{} : text.substr(comma + 1);
+      const bool more = comma != std::string_view::npos;
+      text = more ? text.substr(comma + 1) : std::string_view{};
+      if (item.empty() || (more && trim(text).empty())) throw_empty_item(whole);
       auto eq = item.find('=');
       if (eq == std::string_view::npos) throw_parse_error(item);
       auto name = trim(item.substr(0, eq));
@@ -112,6 +117,12 @@ class MeshSpec {
     throw RuleViolation(Message::rule("mesh_syntax")
                         << "cannot read mesh axis '" << item << "'; write axes as name=size separated by commas, "
                         << "e.g. dp=2,ep=4");
+  }
+
+  [[noreturn]] static void throw_empty_item(std::string_view mesh) {
+    throw RuleViolation(Message::rule("mesh_syntax")
+                        << "mesh '" << mesh << "' has an empty axis (a comma too many); write axes as name=size "
+                        << "separated by single commas, e.g. dp=2,ep=4");
   }
 
   void validate() const {
