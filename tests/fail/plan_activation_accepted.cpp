@@ -10,7 +10,7 @@ namespace st = mp::styles;
 using namespace mp::plans;
 
 #ifdef MESHPLAN_FAIL
-static_assert(mp::validate<mp::models::TinyQwen3Moe, mp::DeviceMesh<mp::Axis<"tp", 4>>, mp::plan_cat_t<parts::sp_ends<"tp">, parts::sp_layer_norms<"tp">, parts::tp_gqa<"tp">, parts::tp_qk_norms<"tp">, parts::sp_mlp_scope<"tp">, parts::replicated_router, parts::sp_experts<"tp">>>());
+static_assert(mp::validate<mp::models::TinyQwen3Moe, mp::DeviceMesh<mp::Axis<"tp", 4>>, mp::plan_cat_t<parts::sp_ends<"tp">, parts::sp_layer_norms<"tp">, parts::tp_gqa<"tp">, parts::tp_qk_norms<"tp">, parts::sp_mlp_scope<"tp">, parts::replicated_router<>, parts::sp_experts<"tp">>>());
 #else
 static_assert(mp::validate<mp::models::TinyQwen3Moe, mp::DeviceMesh<mp::Axis<"tp", 4>>, qwen3_moe::tp_sp<>>());
 #endif

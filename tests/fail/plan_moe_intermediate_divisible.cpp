@@ -16,7 +16,7 @@ struct Good {
 };
 
 #ifdef MESHPLAN_FAIL
-static_assert(mp::validate<Bad, mp::DeviceMesh<mp::Axis<"tp", 8>>, mp::plan_cat_t<parts::tp_ends<"tp">, parts::replicated_layer_norms, parts::tp_gqa<"tp">, parts::tp_qk_norms<"tp">, parts::replicated_router, mp::Plan<mp::Entry<"layers.*.mlp.experts.gate_up_proj", st::replicate>, mp::Entry<"layers.*.mlp.experts.down_proj", st::rowwise<"tp">>>>>());
+static_assert(mp::validate<Bad, mp::DeviceMesh<mp::Axis<"tp", 8>>, mp::plan_cat_t<parts::tp_ends<"tp">, parts::replicated_layer_norms, parts::tp_gqa<"tp">, parts::tp_qk_norms<"tp">, parts::replicated_router<>, mp::Plan<mp::Entry<"layers.*.mlp.experts.gate_up_proj", st::replicate>, mp::Entry<"layers.*.mlp.experts.down_proj", st::rowwise<"tp">>>>>());
 #else
-static_assert(mp::validate<Good, mp::DeviceMesh<mp::Axis<"tp", 8>>, mp::plan_cat_t<parts::tp_ends<"tp">, parts::replicated_layer_norms, parts::tp_gqa<"tp">, parts::tp_qk_norms<"tp">, parts::replicated_router, mp::Plan<mp::Entry<"layers.*.mlp.experts.gate_up_proj", st::packed_colwise<"tp">>, mp::Entry<"layers.*.mlp.experts.down_proj", st::rowwise<"tp">>>>>());
+static_assert(mp::validate<Good, mp::DeviceMesh<mp::Axis<"tp", 8>>, mp::plan_cat_t<parts::tp_ends<"tp">, parts::replicated_layer_norms, parts::tp_gqa<"tp">, parts::tp_qk_norms<"tp">, parts::replicated_router<>, mp::Plan<mp::Entry<"layers.*.mlp.experts.gate_up_proj", st::packed_colwise<"tp">>, mp::Entry<"layers.*.mlp.experts.down_proj", st::rowwise<"tp">>>>>());
 #endif

@@ -114,10 +114,14 @@ TEST_CASE("full -> shards -> full is identical for every parameter of every buil
     const auto bytes = w.bytes();
     const mp::SafetensorsView file(bytes);
     for (const auto& plan : mp::plans::builtin_plans(preset.spec.family))
-      for (const char* mesh_text : {"dp=1,ep=2,tp=2", "dp=2,ep=2,tp=1", "ep=4,tp=2"}) {
+      for (auto [dp, model_size] : {std::pair{1, 2}, {2, 2}, {1, 4}}) {
+        // The axes the plan shards over, and a data-parallel one.
+        auto size = [&](const char* axis) { return mp::plan_rules::plan_uses_axis(plan.entries, axis) ? model_size : 1; };
+        const std::string mesh_text = "dp=" + std::to_string(dp) + ",ep=" + std::to_string(size("ep")) +
+                                      ",tp=" + std::to_string(size("tp") == 4 ? 2 : size("tp"));
         INFO(preset.name << " " << plan.name << " on " << mesh_text);
         const auto mesh = mp::MeshSpec::parse(mesh_text);
-        if (!mesh.has_axis("tp") || !mesh.has_axis("ep")) continue;
+        REQUIRE_NOTHROW(mp::validate(preset.spec, mesh, plan.entries));
         mp::ThreadWorld world(mesh.size());
         world.run([&](mp::ThreadComm& comm) {
           const auto lowered = mp::lower(preset.spec, mesh, plan.entries, comm.rank());

@@ -4,6 +4,8 @@
 
 #include <map>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "meshplan/model/presets.hpp"
 #include "meshplan/plan/builtin/registry.hpp"
@@ -53,12 +55,77 @@ TEST_CASE("built-in plans on realistic meshes: valid ones pass, known-bad ones n
   CHECK(outcome(mp::models::Qwen3_8B::spec, "tp=8", "tp_sp") == "ok");
 }
 
-TEST_CASE("every built-in plan of every preset validates on a small ep x tp mesh", "[plan]") {
-  for (const auto& preset : mp::models::all_presets)
-    for (const auto& plan : mp::plans::builtin_plans(preset.spec.family)) {
-      INFO(preset.name << " " << plan.name);
-      CHECK(outcome(preset.spec, "dp=2,ep=2,tp=2", plan.name) == "ok");
+namespace {
+/// A small mesh over exactly the axes a plan uses, with a data-parallel axis.
+std::string small_mesh(std::span<const mp::EntrySpec> plan) {
+  std::string mesh = "dp=2";
+  for (const char* axis : {"ep", "tp"})
+    if (mp::plan_rules::plan_uses_axis(plan, axis)) mesh += std::string(",") + axis + "=2";
+  return mesh;
+}
+
+/// Configs of each family that transformers builds and runs, beyond the presets: the parts
+/// some configs lack (shared experts, dense layers, MoE layers, the low-rank query) and
+/// the switches (biases, tied embeddings, top-k renormalization, expert groups).
+std::vector<std::pair<std::string, mp::ModelSpec>> family_variants() {
+  using namespace mp::models;
+  std::vector<std::pair<std::string, mp::ModelSpec>> v;
+  for (const auto& preset : all_presets) v.emplace_back(std::string(preset.name), preset.spec);
+  auto add = [&](std::string name, mp::ModelSpec m, auto change) {
+    change(m);
+    v.emplace_back(std::move(name), m);
+  };
+  add("deepseek, no shared experts", TinyDeepSeekV3::spec, [](auto& m) { m.n_shared_experts = 0; });
+  add("deepseek, no dense layers", TinyDeepSeekV3::spec, [](auto& m) { m.first_k_dense_replace = 0; });
+  add("deepseek, every layer dense", TinyDeepSeekV3::spec, [](auto& m) { m.first_k_dense_replace = 3; });
+  add("deepseek, q_lora_rank null", TinyDeepSeekV3::spec, [](auto& m) { m.q_lora_rank = 0; });
+  add("deepseek, none of the optional parts", TinyDeepSeekV3::spec, [](auto& m) {
+    m.n_shared_experts = 0;
+    m.first_k_dense_replace = 0;
+    m.q_lora_rank = 0;
+    m.attention_bias = true;
+  });
+  add("deepseek, one expert group", TinyDeepSeekV3::spec, [](auto& m) { m.n_group = m.topk_group = 1; });
+  for (const auto& [name, spec] : {std::pair{"qwen3-moe", TinyQwen3Moe::spec}, {"mixtral", TinyMixtral::spec}}) {
+    add(std::string(name) + ", biases and tied embeddings", spec, [](auto& m) {
+      m.attention_bias = true;
+      m.tie_word_embeddings = true;
+    });
+    add(std::string(name) + ", top-k not renormalized", spec, [](auto& m) { m.norm_topk_prob = false; });
+  }
+  return v;
+}
+}  // namespace
+
+TEST_CASE("every built-in plan validates on small meshes of its axes, for every config variant", "[plan]") {
+  for (const auto& [name, spec] : family_variants())
+    for (const auto& plan : mp::plans::builtin_plans(spec.family)) {
+      INFO(name << " " << plan.name << " on " << small_mesh(plan.entries));
+      CHECK(outcome(spec, small_mesh(plan.entries), plan.name) == "ok");
+      CHECK(outcome(spec, "dp=1,ep=1,tp=1", plan.name) == "ok");  // and on one rank
     }
+}
+
+TEST_CASE("a mesh axis no entry uses is refused, except dp and axes of size 1", "[plan]") {
+  const auto& model = mp::models::TinyQwen3Moe::spec;
+  auto plan = [&](std::string_view name) { return mp::plans::builtin_plan(model.family, name).entries; };
+  CHECK_THROWS_WITH(mp::validate(model, mp::MeshSpec::parse("ep=2,tp=2"), plan("tp")),
+                    "meshplan [axis_used]: mesh axis 'ep' (size 2) is used by no entry of the plan, whose axes are "
+                    "'tp'; only 'dp', the data-parallel axis, may go unused: drop 'ep' or give it size 1, or choose "
+                    "a plan that shards over it");
+  CHECK_THROWS_WITH(mp::validate(model, mp::MeshSpec::parse("tp=4,ep=2"), plan("ep")),
+                    Catch::Contains("mesh axis 'tp' (size 4)") && Catch::Contains("whose axes are 'ep';"));
+  CHECK_THROWS_WITH(mp::validate(model, mp::MeshSpec::parse("ep=2,tp=2,cp=2"), plan("etp")),
+                    Catch::Contains("[axis_used]: mesh axis 'cp'") && Catch::Contains("whose axes are 'tp', 'ep';"));
+  CHECK_NOTHROW(mp::validate(model, mp::MeshSpec::parse("dp=4,ep=1,tp=2"), plan("tp")));
+  // Typed meshes: the compile-time path (tests/fail/plan_axis_used.cpp) and, with run-time
+  // sizes, the run-time path give the same text.
+  using Mesh = mp::DeviceMesh<mp::Axis<"ep">, mp::Axis<"tp">>;
+  STATIC_REQUIRE(mp::valid_plan_v<mp::models::TinyQwen3Moe, Mesh, mp::plans::qwen3_moe::tp<>>);
+  CHECK_THROWS_WITH((mp::validate<mp::models::TinyQwen3Moe, mp::plans::qwen3_moe::tp<>>(Mesh{2, 2})),
+                    Catch::StartsWith("meshplan [axis_used]: mesh axis 'ep' (size 2)"));
+  STATIC_REQUIRE(!mp::valid_plan_v<mp::models::TinyQwen3Moe, mp::DeviceMesh<mp::Axis<"ep", 2>, mp::Axis<"tp", 2>>,
+                                   mp::plans::qwen3_moe::tp<>>);
 }
 
 TEST_CASE("the run-time message is the compile-time message", "[plan]") {
@@ -91,14 +158,15 @@ TEST_CASE("run-time-only rules: world size and sequence divisibility", "[plan]")
   auto plan = [&](std::string_view name) { return mp::plans::builtin_plan(model.family, name).entries; };
   // Sequence parallelism needs tokens that divide over tp; ep_tp's split in the MoE block does not.
   CHECK(mp::sequence_parallel_axes(model, mesh, plan("ep_sp")) == std::vector<std::size_t>{2});
-  CHECK(mp::sequence_parallel_axes(model, mesh, plan("tp_sp")) == std::vector<std::size_t>{2});
+  CHECK(mp::sequence_parallel_axes(model, mp::MeshSpec::parse("dp=2,ep=1,tp=2"), plan("tp_sp")) ==
+        std::vector<std::size_t>{2});
   CHECK(mp::sequence_parallel_axes(model, mesh, plan("ep_tp")).empty());
   CHECK(mp::sequence_parallel_axes(model, mesh, plan("etp")).empty());
-  CHECK(mp::sequence_parallel_axes(model, mesh, plan("ep")).empty());
+  CHECK(mp::sequence_parallel_axes(model, mp::MeshSpec::parse("dp=2,ep=4,tp=1"), plan("ep")).empty());
   CHECK_NOTHROW(mp::validate_tokens(model, mesh, plan("ep_sp"), 4096));
   CHECK_THROWS_WITH(mp::validate_tokens(model, mesh, plan("ep_sp"), 4095),
                     "meshplan [sequence_divisible]: the sequence of 4095 tokens does not divide evenly over mesh axis "
-                    "'tp' (2), which the plan shards it on");
+                    "'tp' (2), which the plan shards it on; pad it to 4096 tokens, or use a token count divisible by 2");
   CHECK_NOTHROW(mp::validate_tokens(model, mesh, plan("etp"), 4095));
   CHECK_NOTHROW(mp::validate_tokens(model, mesh, plan("ep_tp"), 4095));
 }

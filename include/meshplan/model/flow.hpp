@@ -40,6 +40,8 @@ struct FlowStep {
 
 /// The slot holding the input token ids.
 inline constexpr std::string_view input_slot = "input_ids";
+/// The output embedding's parameter, the flow's name for the head step.
+inline constexpr std::string_view output_embedding_param = "lm_head.weight";
 
 namespace detail {
 struct FlowBuilder {
@@ -120,8 +122,9 @@ constexpr std::vector<FlowStep> activation_flow(const ModelSpec& m) {
   f.section = FlowSection::ends;
   f.param("norm.weight", "residual", "final");
   f.scope("lm_head", "final", "head_x", "head_out", "logits", [&] {
-    // A tied output embedding is the input embedding's weight.
-    f.param(m.tie_word_embeddings ? "embed_tokens.weight" : "lm_head.weight", "head_x", "head_out");
+    // The head module; with tie_word_embeddings its weight is the input embedding's
+    // (plan/activation_check.hpp: the lm_head entry still decides what the module does).
+    f.param(output_embedding_param, "head_x", "head_out");
   });
   f.steps.push_back({FlowStepKind::loss, "loss", "logits", "", false, FlowSection::ends});
   return f.steps;

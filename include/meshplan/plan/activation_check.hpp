@@ -73,7 +73,7 @@ struct StepOnAxis {
 /// writers of a slot agree; calls `visit(StepOnAxis)` for every step that passes.
 /// `entry_of[i]` is the entry placing params[i] (matched before this runs).
 template <class Visit>
-constexpr Message walk_activation_flow(const ModelSpec& model, const MeshView& mesh, std::span<const EntrySpec> plan,
+constexpr Message walk_activation_flow([[maybe_unused]] const ModelSpec& model, const MeshView& mesh, std::span<const EntrySpec> plan,
                                        const std::vector<ParamInfo>& params, const std::vector<std::size_t>& entry_of,
                                        const std::vector<FlowStep>& flow, Visit&& visit) {
   auto param_index = [&](std::string_view name) {
@@ -84,6 +84,22 @@ constexpr Message walk_activation_flow(const ModelSpec& model, const MeshView& m
   auto param_style = [&](std::size_t p, std::string_view axis) -> std::optional<StyleSpec> {
     if (p == no_entry || entry_of[p] == no_entry) return std::nullopt;
     return style_on_axis(plan[entry_of[p]], axis, false);
+  };
+  // The output embedding: lm_head.weight; with tie_word_embeddings the module still acts as
+  // its plan entry says (on the shared weight, placed alike: tied_embeddings_agree), and
+  // without such an entry as the input embedding's style says.
+  auto head_style = [&](std::string_view axis, ParamKind& kind) -> std::optional<StyleSpec> {
+    if (std::size_t p = param_index(output_embedding_param); p != no_entry) {
+      kind = params[p].kind;
+      return param_style(p, axis);
+    }
+    if (EntryMatch head = match_param(output_embedding_param, plan); head.count > 0) {
+      kind = ParamKind::lm_head;
+      return style_on_axis(plan[head.first], axis, false);
+    }
+    const std::size_t embed = param_index("embed_tokens.weight");
+    kind = embed == no_entry ? ParamKind::linear : params[embed].kind;
+    return param_style(embed, axis);
   };
 
   for (std::size_t a = 0; a < mesh.ndim(); ++a) {
@@ -107,9 +123,9 @@ constexpr Message walk_activation_flow(const ModelSpec& model, const MeshView& m
       switch (step.kind) {
         case FlowStepKind::param: {
           std::size_t p = param_index(step.name);
-          acting = param_style(p, axis);
-          effect = param_step_effect(acting ? std::optional<StyleKind>(acting->kind) : std::nullopt, step,
-                                     p == no_entry ? ParamKind::linear : params[p].kind);
+          ParamKind kind = p == no_entry ? ParamKind::linear : params[p].kind;
+          acting = step.name == output_embedding_param ? head_style(axis, kind) : param_style(p, axis);
+          effect = param_step_effect(acting ? std::optional<StyleKind>(acting->kind) : std::nullopt, step, kind);
           break;
         }
         case FlowStepKind::scope_enter:
@@ -121,8 +137,8 @@ constexpr Message walk_activation_flow(const ModelSpec& model, const MeshView& m
           break;
         }
         case FlowStepKind::loss: {
-          std::size_t p = param_index(model.tie_word_embeddings ? "embed_tokens.weight" : "lm_head.weight");
-          acting = param_style(p, axis);
+          ParamKind kind{};
+          acting = head_style(axis, kind);
           effect = loss_effect(acting && acting->kind == StyleKind::loss_parallel);
           break;
         }

@@ -3,6 +3,7 @@
 // returns an empty Message when it holds. validate.hpp applies them in order; the same
 // functions run at compile time (static sizes) and at run time.
 
+#include <array>
 #include <cstddef>
 #include <span>
 #include <string_view>
@@ -15,6 +16,54 @@
 #include "meshplan/plan/style.hpp"
 
 namespace meshplan::plan_rules {
+
+/// The axis that replicates a whole plan: data parallelism.
+inline constexpr std::string_view data_parallel_axis = "dp";
+
+/// Whether some style of the plan names `axis`.
+constexpr bool plan_uses_axis(std::span<const EntrySpec> plan, std::string_view axis) noexcept {
+  for (const auto& e : plan)
+    for (const auto& s : e.style_list())
+      if (s.kind != StyleKind::replicate && s.axis == axis) return true;
+  return false;
+}
+
+/// A mesh axis with more than one rank is either named by the plan or the data-parallel
+/// axis: an axis nothing shards would silently make replicas that compute the same thing.
+/// (Size 1 is harmless; a size known only at run time is checked at run time.)
+constexpr Message axis_used(std::string_view axis, index_t size, std::span<const EntrySpec> plan) noexcept {
+  if (size == 1 || size == dynamic || axis == data_parallel_axis || plan_uses_axis(plan, axis)) return {};
+  Message m = Message::rule("axis_used");
+  m << "mesh axis '" << axis << "' (size " << size << ") is used by no entry of the plan, whose axes are ";
+  std::array<std::string_view, 8> listed{};
+  std::size_t named = 0;
+  for (const auto& e : plan)
+    for (const auto& s : e.style_list()) {
+      if (s.kind == StyleKind::replicate || named == listed.size()) continue;
+      bool seen = false;
+      for (std::size_t i = 0; i < named; ++i) seen = seen || listed[i] == s.axis;
+      if (seen) continue;
+      m << (named ? ", '" : "'") << s.axis << "'";
+      listed[named++] = s.axis;
+    }
+  if (named == 0) m << "none";
+  m << "; only '" << data_parallel_axis << "', the data-parallel axis, may go unused: drop '" << axis
+    << "' or give it size 1, or choose a plan that shards over it";
+  return m;
+}
+
+/// With tie_word_embeddings the input and output embeddings are one weight: the plan's
+/// entries for them must place it alike on every axis.
+constexpr Message tied_embeddings_agree(std::string_view head_entry, std::string_view embed_entry,
+                                        std::string_view axis, const PlacementSpec& head,
+                                        const PlacementSpec& embed) noexcept {
+  if (head == embed) return {};
+  Message m = Message::rule("tied_embeddings_agree");
+  m << "with tie_word_embeddings, 'embed_tokens.weight' is also the output embedding, but plan entry '"
+    << head_entry << "' places it as " << head << " and entry '" << embed_entry << "' as " << embed
+    << " on mesh axis '" << axis << "'; give both one placement";
+  return m;
+}
 
 /// Every axis a style names exists in the mesh.
 constexpr Message style_axis_known(std::string_view pattern, const StyleSpec& style,
@@ -139,9 +188,10 @@ constexpr Message world_size_matches(index_t world, index_t mesh_size) noexcept 
 /// Sequence parallelism splits the tokens evenly over its axis.
 constexpr Message sequence_divisible(std::string_view axis, index_t tokens, index_t axis_size) noexcept {
   if (axis_size <= 0 || tokens % axis_size == 0) return {};
-  return Message::rule("sequence_divisible") << "the sequence of " << tokens
-                                             << " tokens does not divide evenly over mesh axis '" << axis << "' ("
-                                             << axis_size << "), which the plan shards it on";
+  return Message::rule("sequence_divisible")
+         << "the sequence of " << tokens << " tokens does not divide evenly over mesh axis '" << axis << "' ("
+         << axis_size << "), which the plan shards it on; pad it to " << (tokens / axis_size + 1) * axis_size
+         << " tokens, or use a token count divisible by " << axis_size;
 }
 
 }  // namespace meshplan::plan_rules

@@ -9,11 +9,13 @@
 //   the model config is consistent (heads and kv heads, top-k, expert groups);
 //   every entry is well formed (pattern syntax, 1-4 styles, hooks and parameter styles not
 //   mixed, one style per axis) and every axis a style names exists;
+//   every mesh axis of more than one rank is used by the plan, or is "dp";
 //   every parameter is matched by exactly one entry, and every entry matches something;
 //   every style can place the parameters it matches;
 //   no dim is split by plain Shard on two axes;
 //   every split dim divides in whole units (heads, kv heads, experts, vocab, intermediate
 //   sizes, each packed half);
+//   a tied output embedding is placed as the input embedding is;
 //   activation placements agree from one module to the next on every axis.
 // Rules that need an axis size known only at run time are checked at run time.
 
@@ -50,6 +52,8 @@ constexpr Message check_entries(const MeshView& mesh, std::span<const EntrySpec>
     for (const auto& s : e.style_list())
       if (auto m = plan_rules::style_axis_known(e.pattern, s, mesh.names); !m.ok()) return m;
   }
+  for (std::size_t a = 0; a < mesh.ndim(); ++a)
+    if (auto m = plan_rules::axis_used(mesh.axis_name(a), mesh.axis_size(a), plan); !m.ok()) return m;
   return {};
 }
 
@@ -79,6 +83,29 @@ constexpr Message check_param_dims(const ParamInfo& p, const std::vector<Placeme
   }
   return {};
 }
+
+/// A tied output embedding (no lm_head.weight of its own) placed by an lm_head entry must
+/// be placed as the input embedding is: they are one tensor.
+constexpr Message check_tied_embeddings(const ModelSpec& model, const MeshView& mesh, std::span<const EntrySpec> plan,
+                                        const std::vector<ParamInfo>& params,
+                                        const std::vector<std::size_t>& entry_of) {
+  if (!model.tie_word_embeddings) return {};
+  const EntryMatch head = match_param(output_embedding_param, plan);
+  std::size_t embed = no_entry;
+  for (std::size_t i = 0; i < params.size(); ++i)
+    if (params[i].name == "embed_tokens.weight") embed = i;
+  if (head.count == 0 || embed == no_entry) return {};
+  ParamInfo as_head = params[embed];  // the same [vocab, hidden] tensor, read as the head
+  as_head.kind = ParamKind::lm_head;
+  const std::vector<PlacementSpec> h = param_placements(as_head, plan[head.first], mesh);
+  const std::vector<PlacementSpec> e = param_placements(params[embed], plan[entry_of[embed]], mesh);
+  for (std::size_t a = 0; a < mesh.ndim(); ++a)
+    if (auto m = plan_rules::tied_embeddings_agree(plan[head.first].pattern, plan[entry_of[embed]].pattern,
+                                                   mesh.axis_name(a), h[a], e[a]);
+        !m.ok())
+      return m;
+  return {};
+}
 }  // namespace detail
 
 /// Every rule; the first broken one, or ok.
@@ -106,6 +133,8 @@ constexpr Message check_plan(const ModelSpec& model, const MeshView& mesh, std::
         matched = matched || (step.kind == FlowStepKind::scope_enter && matches_module(plan[e].pattern, step.name));
     } else {
       for (std::size_t i = 0; i < params.size(); ++i) matched = matched || entry_of[i] == e;
+      // A tied output embedding has no weight of its own, but the lm_head module is there.
+      matched = matched || (model.tie_word_embeddings && matches_param(plan[e].pattern, output_embedding_param));
     }
     if (auto m = plan_rules::entry_matches(plan[e], matched); !m.ok()) return m;
   }
@@ -121,6 +150,7 @@ constexpr Message check_plan(const ModelSpec& model, const MeshView& mesh, std::
       return m;
   }
 
+  if (auto m = detail::check_tied_embeddings(model, mesh, plan, params, entry_of); !m.ok()) return m;
   return check_activation_flow(model, mesh, plan, params, entry_of);
 }
 

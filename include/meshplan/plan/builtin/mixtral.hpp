@@ -9,10 +9,10 @@ namespace meshplan::plans::mixtral {
 using namespace meshplan::plans::parts;
 
 template <fixed_string TP = "tp">
-struct tp : plan_cat_t<tp_ends<TP>, replicated_layer_norms, tp_gqa<TP>, replicated_router, tp_experts<TP>> {};
+struct tp : plan_cat_t<tp_ends<TP>, replicated_layer_norms, tp_gqa<TP>, replicated_router<>, tp_experts<TP>> {};
 
 template <fixed_string TP = "tp">
-struct tp_sp : plan_cat_t<sp_ends<TP>, sp_layer_norms<TP>, sp_gqa<TP>, sp_mlp_scope<TP>, replicated_router,
+struct tp_sp : plan_cat_t<sp_ends<TP>, sp_layer_norms<TP>, sp_gqa<TP>, sp_mlp_scope<TP>, replicated_router<>,
                          sp_experts<TP>> {};
 
 template <fixed_string EP = "ep">

@@ -57,25 +57,34 @@ struct tp_qk_norms : Plan<Entry<"layers.*.self_attn.q_norm", replicated_with_gra
                          Entry<"layers.*.self_attn.k_norm", replicated_with_grad_allreduce<TP>>> {};
 
 // ---- Attention (DeepSeek-V3's multi-head latent attention) --------------------------------
+// A config with q_lora_rank null has a plain q_proj instead of q_a_proj, q_a_layernorm and
+// q_b_proj: both sets of query entries are optional, and exactly one of them matches.
+
 /// The low-rank down-projections and their norms stay whole; the up-projections split heads.
-struct mla_latents : Plan<Entry<"layers.*.self_attn.q_a_proj", replicate>, Entry<"layers.*.self_attn.q_a_layernorm", replicate>,
+struct mla_latents : Plan<OptionalEntry<"layers.*.self_attn.q_a_proj", replicate>,
+                         OptionalEntry<"layers.*.self_attn.q_a_layernorm", replicate>,
                          Entry<"layers.*.self_attn.kv_a_proj_with_mqa", replicate>,
                          Entry<"layers.*.self_attn.kv_a_layernorm", replicate>> {};
 
-struct replicated_mla : plan_cat_t<mla_latents, Plan<Entry<"layers.*.self_attn.q_b_proj", replicate>,
-                                                    Entry<"layers.*.self_attn.kv_b_proj", replicate>,
-                                                    Entry<"layers.*.self_attn.o_proj", replicate>>> {};
+/// The query projection by head: q_b_proj after the low-rank q_a_proj, or a plain q_proj.
+template <class QueryStyle>
+struct mla_queries : Plan<OptionalEntry<"layers.*.self_attn.q_b_proj", QueryStyle>,
+                         OptionalEntry<"layers.*.self_attn.q_proj", QueryStyle>> {};
+
+struct replicated_mla : plan_cat_t<mla_latents, mla_queries<replicate>,
+                                   Plan<Entry<"layers.*.self_attn.kv_b_proj", replicate>,
+                                        Entry<"layers.*.self_attn.o_proj", replicate>>> {};
 
 template <fixed_string TP>
-struct tp_mla : plan_cat_t<mla_latents, Plan<Entry<"layers.*.self_attn.q_b_proj", colwise<TP>>,
-                                            Entry<"layers.*.self_attn.kv_b_proj", colwise<TP>>,
-                                            Entry<"layers.*.self_attn.o_proj", rowwise<TP>>>> {};
+struct tp_mla : plan_cat_t<mla_latents, mla_queries<colwise<TP>>,
+                           Plan<Entry<"layers.*.self_attn.kv_b_proj", colwise<TP>>,
+                                Entry<"layers.*.self_attn.o_proj", rowwise<TP>>>> {};
 
 template <fixed_string TP>
-struct sp_mla : plan_cat_t<mla_latents, Plan<Entry<"layers.*.self_attn", gather_input<TP>>,
-                                            Entry<"layers.*.self_attn.q_b_proj", colwise<TP>>,
-                                            Entry<"layers.*.self_attn.kv_b_proj", colwise<TP>>,
-                                            Entry<"layers.*.self_attn.o_proj", rowwise_reduce_scatter<TP>>>> {};
+struct sp_mla : plan_cat_t<mla_latents, mla_queries<colwise<TP>>,
+                           Plan<Entry<"layers.*.self_attn", gather_input<TP>>,
+                                Entry<"layers.*.self_attn.kv_b_proj", colwise<TP>>,
+                                Entry<"layers.*.self_attn.o_proj", rowwise_reduce_scatter<TP>>>> {};
 
 // ---- Dense MLPs (Qwen3, DeepSeek-V3's first layers and shared experts) --------------------
 // Optional entries may match nothing: DeepSeek-V3's dense first layers, since a config may
@@ -97,21 +106,24 @@ struct sp_mlp : Plan<EntryWith<Prefix + ".gate_proj", Optional, colwise<TP>>,
                      EntryWith<Prefix + ".down_proj", Optional, rowwise_reduce_scatter<TP>>> {};
 
 // ---- Mixture of experts -------------------------------------------------------------------
-struct replicated_router : Plan<Entry<"layers.*.mlp.gate", replicate>> {};
-template <fixed_string EP>
-struct ep_router : Plan<Entry<"layers.*.mlp.gate", router<EP>>> {};
+// Optional: DeepSeek-V3 configs whose layers are all dense (first_k_dense_replace at least
+// num_hidden_layers) have no router and no experts; Qwen3-MoE and Mixtral always have them.
+template <bool Optional = false>
+struct replicated_router : Plan<EntryWith<"layers.*.mlp.gate", Optional, replicate>> {};
+template <fixed_string EP, bool Optional = false>
+struct ep_router : Plan<EntryWith<"layers.*.mlp.gate", Optional, router<EP>>> {};
 
 /// Experts split over an EP axis; routed rows travel by all-to-all-v.
-template <fixed_string EP>
-struct ep_experts : Plan<Entry<"layers.*.mlp.experts", moe_experts<EP>>> {};
+template <fixed_string EP, bool Optional = false>
+struct ep_experts : Plan<EntryWith<"layers.*.mlp.experts", Optional, moe_experts<EP>>> {};
 /// Every expert's intermediate dim split over a TP axis (gate_up as [gate_t | up_t]).
-template <fixed_string TP>
-struct tp_experts : Plan<Entry<"layers.*.mlp.experts", expert_tp<TP>>> {};
-template <fixed_string TP>
-struct sp_experts : Plan<Entry<"layers.*.mlp.experts", expert_tp_reduce_scatter<TP>>> {};
+template <fixed_string TP, bool Optional = false>
+struct tp_experts : Plan<EntryWith<"layers.*.mlp.experts", Optional, expert_tp<TP>>> {};
+template <fixed_string TP, bool Optional = false>
+struct sp_experts : Plan<EntryWith<"layers.*.mlp.experts", Optional, expert_tp_reduce_scatter<TP>>> {};
 /// Expert tensor parallelism: experts over EP, each expert's intermediate dim over TP.
-template <fixed_string EP, fixed_string TP>
-struct ep_etp_experts : Plan<Entry<"layers.*.mlp.experts", moe_experts<EP>, expert_tp<TP>>> {};
+template <fixed_string EP, fixed_string TP, bool Optional = false>
+struct ep_etp_experts : Plan<EntryWith<"layers.*.mlp.experts", Optional, moe_experts<EP>, expert_tp<TP>>> {};
 
 /// Sequence-parallel entry and exit of every MLP block.
 template <fixed_string TP>

@@ -19,12 +19,12 @@ namespace meshplan::plans::qwen3_moe {
 using namespace meshplan::plans::parts;
 
 template <fixed_string TP = "tp">
-struct tp : plan_cat_t<tp_ends<TP>, replicated_layer_norms, tp_gqa<TP>, tp_qk_norms<TP>, replicated_router,
+struct tp : plan_cat_t<tp_ends<TP>, replicated_layer_norms, tp_gqa<TP>, tp_qk_norms<TP>, replicated_router<>,
                       tp_experts<TP>> {};
 
 template <fixed_string TP = "tp">
 struct tp_sp : plan_cat_t<sp_ends<TP>, sp_layer_norms<TP>, sp_gqa<TP>, tp_qk_norms<TP>, sp_mlp_scope<TP>,
-                         replicated_router, sp_experts<TP>> {};
+                         replicated_router<>, sp_experts<TP>> {};
 
 template <fixed_string EP = "ep">
 struct ep : plan_cat_t<replicated_ends, replicated_layer_norms, replicated_gqa, replicated_qk_norms, ep_router<EP>,
