@@ -14,21 +14,22 @@
 
 namespace meshplan {
 
+/// "[2, 3, 4]"
+inline Message& operator<<(Message& m, std::span<const index_t> shape) {
+  m << "[";
+  for (std::size_t i = 0; i < shape.size(); ++i) m << (i ? ", " : "") << shape[i];
+  return m << "]";
+}
+inline Message& operator<<(Message& m, const std::vector<index_t>& shape) {
+  return m << std::span<const index_t>(shape);
+}
+
 namespace cpu_rules {
 inline Message shape_matches(std::string_view what, const std::vector<index_t>& got,
                              const std::vector<index_t>& expected) {
   if (got == expected) return {};
-  auto print = [](Message& m, const std::vector<index_t>& s) {
-    m << "[";
-    for (std::size_t i = 0; i < s.size(); ++i) m << (i ? ", " : "") << s[i];
-    m << "]";
-  };
   Message m = Message::rule("shape_matches");
-  m << what << " has shape ";
-  print(m, got);
-  m << " where ";
-  print(m, expected);
-  m << " is expected";
+  m << what << " has shape " << got << " where " << expected << " is expected";
   return m;
 }
 

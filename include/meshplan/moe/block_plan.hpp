@@ -37,6 +37,10 @@ struct MoEBlockPlan {
   std::size_t exit_count = 0;
 
   constexpr bool expert_parallel() const noexcept { return !ep_axis.empty(); }
+  /// Partial sums reduce-scattered onto sequence shards, which must then be equal.
+  constexpr bool reduce_scatters() const noexcept {
+    return expert_reduce == PartialReduce::reduce_scatter || shared_reduce == PartialReduce::reduce_scatter;
+  }
 };
 
 namespace detail {

@@ -75,9 +75,14 @@ consteval bool static_validate() {
 }  // namespace detail
 
 namespace moe_rules {
+/// A block takes the rows (tokens) it holds as a matrix; callers with [batch, tokens, hidden]
+/// flatten the leading dims (the runner does).
 inline Message hidden_states_shape(const std::vector<index_t>& shape, index_t hidden) {
   if (shape.size() == 2 && shape[1] == hidden) return {};
-  return cpu_rules::shape_matches("the hidden states", shape, {shape.empty() ? 0 : shape[0], hidden});
+  Message m = Message::rule("shape_matches");
+  m << "the hidden states have shape " << shape << "; the MoE block takes [tokens, " << hidden
+    << "] (hidden_size " << hidden << "), one row per token";
+  return m;
 }
 
 inline Message sequence_shards_equal(std::string_view axis, std::span<const index_t> counts) {
@@ -85,7 +90,8 @@ inline Message sequence_shards_equal(std::string_view axis, std::span<const inde
     if (counts[m] != counts[0])
       return Message::rule("sequence_divisible")
              << "sequence-parallel shards on mesh axis '" << axis << "' must be equal, but member 0 holds "
-             << counts[0] << " tokens and member " << m << " holds " << counts[m];
+             << counts[0] << " tokens and member " << m << " holds " << counts[m]
+             << "; pad the sequence so that every member holds the same number of tokens";
   return {};
 }
 
@@ -102,7 +108,22 @@ struct RoutedRows {
   index_t routing_row = 0;
   index_t input_row = 0;
   index_t count = 0;
+
+  /// After an entry gather of the group's shards: this member's rows follow the lower
+  /// members' rows.
+  RoutedRows after_gather(std::span<const index_t> member_rows, index_t member) const {
+    RoutedRows r = *this;
+    for (index_t m = 0; m < member; ++m) r.routing_row += member_rows[static_cast<std::size_t>(m)];
+    return r;
+  }
+  /// After an entry split: the member routes rows [offset, +size) of what it held.
+  RoutedRows after_split(index_t offset, index_t size) const { return {0, input_row + offset, size}; }
 };
+
+/// Where a hook sits: entry hooks decide which input rows the block routes; exit hooks only
+/// move the output.
+enum class HookSide : unsigned char { entry, exit };
+constexpr std::string_view hook_label(HookSide side) noexcept { return side == HookSide::entry ? "mlp entry" : "mlp exit"; }
 
 /// The model of an MoEBlock whose config is known only at run time (read from a config.json):
 /// the block then takes the ModelSpec in its constructor and validates there.
@@ -177,7 +198,7 @@ class MoEBlock {
     Tensor<T> x = x_in;
     routed_rows_ = {0, 0, x_in.dim(0)};
     for (const MoEHook& h : std::span(block_plan.entry).first(block_plan.entry_count))
-      x = apply_hook(comm, h, x, "mlp entry");
+      x = apply_hook(comm, h, x, HookSide::entry);
     const index_t tokens = x.dim(0);
 
     // Route; a non-finite logit is refused on every rank before any row moves.
@@ -200,7 +221,7 @@ class MoEBlock {
     }
     Tensor<T> out = finish(comm, std::move(routed), std::move(shared), tokens);
     for (const MoEHook& h : std::span(block_plan.exit).first(block_plan.exit_count))
-      out = apply_hook(comm, h, out, "mlp exit");
+      out = apply_hook(comm, h, out, HookSide::exit);
     return out;
   }
 
@@ -209,15 +230,21 @@ class MoEBlock {
 
   /// A prepare-input or -output hook on the token dim.
   template <Communicator C>
-  Tensor<T> apply_hook(C& comm, const MoEHook& h, const Tensor<T>& x, std::string_view label) {
+  Tensor<T> apply_hook(C& comm, const MoEHook& h, const Tensor<T>& x, HookSide side) {
     const index_t H = model_.hidden_size;
+    const std::string_view label = hook_label(side);
     if (h.from == Act::shard_seq && h.to == Act::replicate) {
       const Group g = group(h.axis);
       std::vector<index_t> counts(static_cast<std::size_t>(g.size()));
       index_t mine = x.dim(0);
       comm.all_gather(std::span<const index_t>(&mine, 1), std::span<index_t>(counts), g, label);
-      gathered_counts_ = counts;  // tokens per member, for the reduce-scatter back
-      for (index_t m = 0; m < g.rank; ++m) routed_rows_.routing_row += counts[static_cast<std::size_t>(m)];
+      if (side == HookSide::entry) {
+        gathered_counts_ = counts;  // tokens per member, for the reduce-scatter back
+        routed_rows_ = routed_rows_.after_gather(counts, g.rank);
+        // The reduce-scatter back needs equal shards: refuse before any row moves.
+        if constexpr (block_plan.reduce_scatters())
+          agree(comm, moe_rules::sequence_shards_equal(h.axis, counts), comm.world_group());
+      }
       index_t total = 0;
       for (index_t& c : counts) total += (c *= H);
       Tensor<T> gathered({total / H, H});
@@ -227,7 +254,7 @@ class MoEBlock {
     if (h.from == Act::replicate && h.to == Act::shard_seq) {
       const Group g = group(h.axis);
       const Chunk c = chunk(x.dim(0), g.size(), g.rank);
-      if (label == "mlp entry") routed_rows_ = {0, routed_rows_.input_row + c.offset, c.size};
+      if (side == HookSide::entry) routed_rows_ = routed_rows_.after_split(c.offset, c.size);
       return Tensor<T>({c.size, H}, std::vector<T>(x.data() + c.offset * H, x.data() + (c.offset + c.size) * H));
     }
     return x;

@@ -125,7 +125,7 @@ class MoEBlock<Model, Mesh, Plan, cuda::CudaBackend<Storage>> {
     const cuda::DeviceTensor<T>* x = &x_in;
     cuda::DeviceTensor<T> hooked;
     for (const MoEHook& h : std::span(block_plan.entry).first(block_plan.entry_count)) {
-      hooked = apply_hook(comm, h, *x, "mlp entry");
+      hooked = apply_hook(comm, h, *x, HookSide::entry);
       x = &hooked;
     }
     const index_t tokens = x->dim(0);
@@ -151,7 +151,7 @@ class MoEBlock<Model, Mesh, Plan, cuda::CudaBackend<Storage>> {
     if (w_.has_shared()) run_shared(*x, s);
     cuda::DeviceTensor<T> out = finish(comm, tokens);
     for (const MoEHook& h : std::span(block_plan.exit).first(block_plan.exit_count))
-      out = apply_hook(comm, h, out, "mlp exit");
+      out = apply_hook(comm, h, out, HookSide::exit);
     return out;
   }
 
@@ -368,16 +368,21 @@ class MoEBlock<Model, Mesh, Plan, cuda::CudaBackend<Storage>> {
 
   /// A prepare-input or -output hook on the token dim.
   template <class C>
-  cuda::DeviceTensor<T> apply_hook(C& comm, const MoEHook& h, const cuda::DeviceTensor<T>& x, std::string_view label) {
+  cuda::DeviceTensor<T> apply_hook(C& comm, const MoEHook& h, const cuda::DeviceTensor<T>& x, HookSide side) {
     const index_t H = model_.hidden_size;
+    const std::string_view label = hook_label(side);
     const cudaStream_t s = comm.stream();
     if (h.from == Act::shard_seq && h.to == Act::replicate) {
       const Group g = group(h.axis);
       std::vector<index_t> counts(static_cast<std::size_t>(g.size()));
       const index_t mine = x.dim(0);
       comm.host().all_gather(std::span<const index_t>(&mine, 1), std::span<index_t>(counts), g, label);
-      gathered_counts_ = counts;
-      for (index_t m = 0; m < g.rank; ++m) routed_rows_.routing_row += counts[static_cast<std::size_t>(m)];
+      if (side == HookSide::entry) {
+        gathered_counts_ = counts;
+        routed_rows_ = routed_rows_.after_gather(counts, g.rank);
+        if constexpr (block_plan.reduce_scatters())  // as on the CPU: refused before any row moves
+          agree(comm.host(), moe_rules::sequence_shards_equal(h.axis, counts), comm.world_group());
+      }
       index_t total = 0;
       for (index_t& c : counts) total += (c *= H);
       cuda::DeviceTensor<T> gathered({total / H, H});
@@ -389,7 +394,7 @@ class MoEBlock<Model, Mesh, Plan, cuda::CudaBackend<Storage>> {
     if (h.from == Act::replicate && h.to == Act::shard_seq) {
       const Group g = group(h.axis);
       c = chunk(x.dim(0), g.size(), g.rank);
-      if (label == "mlp entry") routed_rows_ = {0, routed_rows_.input_row + c.offset, c.size};
+      if (side == HookSide::entry) routed_rows_ = routed_rows_.after_split(c.offset, c.size);
       out.reshape({c.size, H});
     }
     if (c.size > 0)
