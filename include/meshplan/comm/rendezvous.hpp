@@ -108,16 +108,27 @@ void Rendezvous::run(Make&& make, F&& fn) {
   std::vector<std::exception_ptr> errors(static_cast<std::size_t>(size_));
   std::vector<std::thread> threads;
   threads.reserve(static_cast<std::size_t>(size_));
-  for (index_t r = 0; r < size_; ++r)
-    threads.emplace_back([&, r] {
-      try {
-        auto comm = make(r);
-        fn(comm);
-      } catch (...) {
-        errors[static_cast<std::size_t>(r)] = std::current_exception();
-        abort();
-      }
-    });
+  for (index_t r = 0; r < size_; ++r) {
+    try {
+      threads.emplace_back([&, r] {
+        try {
+          auto comm = make(r);
+          fn(comm);
+        } catch (...) {
+          errors[static_cast<std::size_t>(r)] = std::current_exception();
+          abort();
+        }
+      });
+    } catch (const std::exception& e) {
+      // The machine gave out before every rank started (threads, memory): release the ranks
+      // already waiting for the missing ones, and say so instead of terminating.
+      abort();
+      for (auto& t : threads) t.join();
+      throw RuleViolation(Message::rule("simulated_ranks_fit")
+                          << "could start only " << r << " of " << size_ << " simulated ranks (" << e.what()
+                          << "); use a smaller mesh, or real processes under mpirun");
+    }
+  }
   for (auto& t : threads) t.join();
   // Rethrow the cause: the lowest rank's error that is not merely another rank's failure
   // reaching it (CommAborted, or a peer's refusal reported through agreement).
