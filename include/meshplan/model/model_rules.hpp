@@ -48,11 +48,12 @@ constexpr Message groups_consistent(const ModelSpec& m) noexcept {
   return {};
 }
 
+/// As in transformers, a first_k_dense_replace of num_hidden_layers or more makes every
+/// layer dense (transformers' default is 3, whatever the layer count).
 constexpr Message dense_layers_fit(const ModelSpec& m) noexcept {
-  if (m.first_k_dense_replace >= 0 && m.first_k_dense_replace <= m.num_hidden_layers) return {};
+  if (m.first_k_dense_replace >= 0) return {};
   return Message::rule("config_dense_layers") << "first_k_dense_replace (" << m.first_k_dense_replace
-                                              << ") must be between 0 and num_hidden_layers ("
-                                              << m.num_hidden_layers << ")";
+                                              << ") must be 0 or more (the number of leading dense layers)";
 }
 
 /// Every rule of a config; the first broken one, or ok.
