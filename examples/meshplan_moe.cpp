@@ -1,34 +1,29 @@
-// meshplan-moe: run one MoE block from files, sharded over simulated ranks.
-//
-//   meshplan-moe --config config.json --weights block.safetensors --input in.safetensors
-//                --mesh ep=4[,tp=2] --output out.safetensors [--plan NAME] [--backend cpu|cuda]
-//
-//   config.json   a transformers model config; its model_type picks the family
-//                 (qwen3_moe, mixtral, deepseek_v3)
-//   weights       one MoE block's tensors under transformers-5 names without the layer prefix:
-//                 gate.weight, experts.gate_up_proj, experts.down_proj (or one tensor per
-//                 expert: experts.{i}.gate_proj.weight ...), and for DeepSeek-V3
-//                 gate.e_score_correction_bias and shared_experts.*; F32, BF16 or F16
-//   input         hidden_states [T, H]
-//   output        hidden_states [T, H] (F32) and topk_ids [T, k] (I64)
-//   --mesh        axes dp, ep and tp; --plan defaults to ep (ep only), tp (tp only) or ep_sp
+// meshplan-moe: run one MoE block from files, sharded over simulated ranks. `--help` prints
+// the usage (kUsage below); docs/checkpoints.md has the details.
 //
 // Every rank is a thread (ThreadComm; with --backend cuda, CudaLocalComm: every rank on the
-// one GPU) that reads only its pieces of the weights (shard-on-read). Computation is fp32
-// (inputs are converted on reading). Exit status: 0, or 2 with the broken rule's message (an
-// invalid mesh, a missing tensor, a wrong shape); 77 for --backend cuda without a GPU.
+// one GPU) that reads only its pieces of the weights (shard-on-read); the ranks' outputs are
+// put together by run_moe_batch, which also checks that ranks holding the same tokens agree.
+// Exit status: 0; 2 for bad input or usage (the broken rule's message); 1 for any other
+// failure (a message, never an abort); 77 for --backend cuda without a GPU.
+#include <cstdint>
 #include <cstdio>
+#include <exception>
+#include <new>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "meshplan/comm/host_capacity.hpp"
 #include "meshplan/comm/thread_comm.hpp"
 #include "meshplan/io/config_json.hpp"
 #include "meshplan/io/moe_checkpoint.hpp"
 #include "meshplan/io/safetensors.hpp"
+#include "meshplan/moe/batch.hpp"
 #include "meshplan/moe/moe_block.hpp"
 #include "meshplan/moe/token_layout.hpp"
 #include "meshplan/plan/builtin/registry.hpp"
+#include "meshplan/plan/lower.hpp"
 #ifdef MESHPLAN_RUNNER_CUDA  // built by nvcc where CUDA is found
 #include "meshplan/cuda/comm/cuda_local_comm.cuh"
 #include "meshplan/cuda/moe/moe_block.cuh"
@@ -39,184 +34,258 @@ using mp::index_t;
 
 namespace {
 
+constexpr const char* kUsage = R"(usage: meshplan-moe --config FILE --weights FILE --input FILE --output FILE --mesh AXES
+                    [--plan NAME] [--prefix TEXT] [--backend cpu|cuda]
+
+Runs one MoE block of a transformers model (Qwen3-MoE, Mixtral, DeepSeek-V3) on simulated
+ranks, each reading only its pieces of the weights, and writes the block's output.
+
+  --config FILE    the model's transformers config.json; model_type picks the family
+  --weights FILE   safetensors with the block's tensors under transformers-5 names:
+                   gate.weight, experts.gate_up_proj, experts.down_proj (or one tensor per
+                   expert, experts.{i}.gate_proj.weight ...), for DeepSeek-V3 also
+                   gate.e_score_correction_bias and shared_experts.*; F32, BF16 or F16
+  --prefix TEXT    the block's name prefix in --weights (default: none), e.g.
+                   model.layers.3.mlp. to read a block out of a model checkpoint
+  --input FILE     safetensors with hidden_states [tokens, H] or [batch, tokens, H]
+  --output FILE    written: hidden_states (F32, the input's shape) and topk_ids (I64,
+                   [batch * tokens, top_k]: each token's experts, best first, as
+                   transformers' routers return them)
+  --mesh AXES      the mesh, axes dp, ep and tp: e.g. ep=4 or dp=2,ep=2,tp=2. An axis of
+                   size > 1 must be used by the plan, except dp (data parallelism)
+  --plan NAME      tp, tp_sp, ep, ep_tp, ep_sp or etp (docs/plans.md). Default: ep on a
+                   mesh without tp, tp on a mesh without ep, else ep_sp
+  --backend NAME   cpu (default), or cuda: every rank on one GPU
+  --help           this text
+
+Examples:
+  meshplan-moe --config config.json --weights block.safetensors --input in.safetensors \
+               --output out.safetensors --mesh ep=4
+  meshplan-moe --config config.json --weights model.safetensors --prefix model.layers.1.mlp. \
+               --input in.safetensors --output out.safetensors --mesh ep=2,tp=2 --plan etp
+
+Exit status: 0; 2 for bad input (the broken rule is named); 1 for other failures;
+77 for --backend cuda without a GPU.
+)";
+
 using Mesh = mp::DeviceMesh<mp::Axis<"dp">, mp::Axis<"ep">, mp::Axis<"tp">>;
 
 struct Options {
-  std::string config, weights, input, mesh, output, plan, backend = "cpu";
+  std::string config, weights, prefix, input, mesh, output, plan, backend = "cpu";
+  bool help = false;
 };
 
 [[noreturn]] void refuse(mp::Message m) { throw mp::RuleViolation(m); }
 
-template <class Block>
-mp::Tensor<float> forward(Block& block, mp::ThreadComm& comm, const mp::Tensor<float>& x) {
-  return block.forward(comm, x);
-}
+/// Refused command lines print the usage after the message.
+struct UsageError : mp::RuleViolation {
+  using mp::RuleViolation::RuleViolation;
+};
 
-#ifdef MESHPLAN_RUNNER_CUDA
-template <class Block>
-mp::Tensor<float> forward(Block& block, mp::cuda::CudaLocalComm& comm, const mp::Tensor<float>& x) {
-  return mp::cuda::to_host(block.forward(comm, mp::cuda::to_device(x, comm.stream())), comm.stream());
-}
-#endif
-
-/// Runs the block on every rank of `World` (ThreadWorld, or CudaLocalWorld for --backend
-/// cuda) and puts the ranks' rows and the routing's expert ids together.
-template <class Block, class World>
-void run_ranks(World& world, const mp::ModelSpec& model, const Mesh& mesh, const mp::SafetensorsFile& weights,
-               const mp::Tensor<float>& x, const mp::LayoutSpec& tokens, mp::Tensor<float>& y,
-               mp::Tensor<std::int64_t>& ids) {
-  const index_t H = model.hidden_size, k = model.num_experts_per_tok;
-  world.run([&](auto& comm) {
-    const index_t r = comm.rank();
-    Block block(model, mesh, r, mp::moe_weights_from<float>(weights.view()));
-    std::vector<index_t> rows;  // the global token of each local row
-    for (const auto& run : tokens.held_indices(0, r))
-      for (index_t t = run.begin; t < run.begin + run.size; ++t) rows.push_back(t);
-    std::vector<float> mine;
-    for (index_t t : rows) mine.insert(mine.end(), x.data() + t * H, x.data() + (t + 1) * H);
-    const mp::Tensor<float> out =
-        forward(block, comm, mp::Tensor<float>({static_cast<index_t>(rows.size()), H}, std::move(mine)));
-    // Ranks holding the same tokens write the same values.
-    for (std::size_t i = 0; i < rows.size(); ++i) std::copy_n(out.data() + i * H, H, y.data() + rows[i] * H);
-    const auto& routed = block.routed_input_rows();
-    const mp::Routing routing = block.last_routing();
-    for (index_t i = 0; i < routed.count; ++i)
-      for (index_t s = 0; s < k; ++s)
-        ids[rows[static_cast<std::size_t>(routed.input_row + i)] * k + s] = routing.expert(routed.routing_row + i, s);
-  });
-}
-
-template <class Plan>
-void run(const Options& o, const mp::ModelSpec& model, const Mesh& mesh) {
-  const mp::MeshSpec spec(mesh);
-  mp::validate(model, spec, Plan::entries);
-  const mp::SafetensorsFile weights(o.weights), input(o.input);
-  const mp::Tensor<float> x = input.read<float>("hidden_states");
-  x.require_shape("hidden_states of '" + o.input + "'", {x.rank() == 2 ? x.dim(0) : 0, model.hidden_size});
-  const index_t T = x.dim(0), H = model.hidden_size, k = model.num_experts_per_tok;
-  const mp::LayoutSpec tokens = mp::moe_token_layout(model, spec, Plan::entries, T);
-
-  mp::Tensor<float> y({T, H});
-  mp::Tensor<std::int64_t> ids({T, k});
-#ifdef MESHPLAN_RUNNER_CUDA
-  if (o.backend == "cuda") {
-    mp::cuda::CudaLocalWorld world(spec.size());
-    run_ranks<mp::MoEBlock<mp::RuntimeModel, Mesh, Plan, mp::cuda::CudaBackend<float>>>(world, model, mesh, weights, x,
-                                                                                        tokens, y, ids);
-  }
-#endif
-  if (o.backend == "cpu") {
-    mp::ThreadWorld world(spec.size());
-    run_ranks<mp::MoEBlock<mp::RuntimeModel, Mesh, Plan>>(world, model, mesh, weights, x, tokens, y, ids);
-  }
-
-  mp::SafetensorsWriter out;
-  out.add("hidden_states", y);
-  out.add("topk_ids", ids);
-  out.metadata("made_by", "meshplan-moe");
-  out.metadata("mesh", spec.to_string());
-  out.metadata("backend", o.backend);
-  out.write(o.output);
-  std::printf("meshplan-moe: %s block, %lld tokens, mesh %s (%lld ranks), plan %s, backend %s -> %s\n",
-              std::string(mp::to_string(model.family)).c_str(), static_cast<long long>(T), spec.to_string().c_str(),
-              static_cast<long long>(spec.size()), o.plan.c_str(), o.backend.c_str(), o.output.c_str());
-}
-
-/// The plan named by --plan among a family's built-in plans (given as types: nvcc cannot take
-/// the plan templates as template template arguments).
-template <class EP, class EPTP, class EPSP, class ETP, class TP, class TPSP>
-void dispatch(const Options& o, const mp::ModelSpec& model, const Mesh& mesh) {
-  if (o.plan == "ep") return run<EP>(o, model, mesh);
-  if (o.plan == "ep_tp") return run<EPTP>(o, model, mesh);
-  if (o.plan == "ep_sp") return run<EPSP>(o, model, mesh);
-  if (o.plan == "etp") return run<ETP>(o, model, mesh);
-  if (o.plan == "tp") return run<TP>(o, model, mesh);
-  if (o.plan == "tp_sp") return run<TPSP>(o, model, mesh);
-  (void)mp::plans::builtin_plan(model.family, o.plan);  // throws plan_known, naming the plans
-}
-
-}  // namespace
-
-int main(int argc, char** argv) {
+Options parse(int argc, char** argv) {
   Options o;
   for (int i = 1; i < argc; ++i) {
     const std::string_view arg = argv[i];
-    if (i + 1 >= argc) {
-      std::fprintf(stderr, "meshplan-moe: %s needs a value (see the comment at the top of meshplan_moe.cpp)\n",
-                   argv[i]);
-      return 2;
+    if (arg == "--help" || arg == "-h") {
+      o.help = true;
+      continue;
     }
     std::string* field = arg == "--config"    ? &o.config
                          : arg == "--weights" ? &o.weights
+                         : arg == "--prefix"  ? &o.prefix
                          : arg == "--input"   ? &o.input
                          : arg == "--mesh"    ? &o.mesh
                          : arg == "--output"  ? &o.output
                          : arg == "--plan"    ? &o.plan
                          : arg == "--backend" ? &o.backend
                                               : nullptr;
-    if (!field) {
-      std::fprintf(stderr, "meshplan-moe: unknown option %s\n", argv[i]);
-      return 2;
-    }
+    if (!field) throw UsageError(mp::Message::rule("runner_options") << "unknown option '" << arg << "'");
+    if (i + 1 >= argc) throw UsageError(mp::Message::rule("runner_options") << arg << " needs a value");
     *field = argv[++i];
   }
-  try {
-    for (auto [value, name] : {std::pair{&o.config, "--config"},
-                               {&o.weights, "--weights"},
-                               {&o.input, "--input"},
-                               {&o.mesh, "--mesh"},
-                               {&o.output, "--output"}})
-      if (value->empty()) refuse(mp::Message::rule("runner_options") << name << " is required");
+  if (o.help) return o;
+  for (auto [value, name] : {std::pair{&o.config, "--config"},
+                             {&o.weights, "--weights"},
+                             {&o.input, "--input"},
+                             {&o.mesh, "--mesh"},
+                             {&o.output, "--output"}})
+    if (value->empty()) throw UsageError(mp::Message::rule("runner_options") << name << " is required");
+  return o;
+}
+
+/// The block's view of the config: a DeepSeek-V3 config whose layers are all dense still
+/// describes the MoE block transformers builds from it (DeepseekV3MoE(config)).
+mp::ModelSpec block_model(mp::ModelSpec model, const Options& o) {
+  if (!model.is_moe())
+    refuse(mp::Message::rule("model_has_experts") << "'" << o.config << "' describes a model without experts");
+  if (model.moe_layers() == 0) {
+    std::fprintf(stderr,
+                 "meshplan-moe: note: every layer of '%s' is dense (first_k_dense_replace %lld, num_hidden_layers "
+                 "%lld); running the MoE block its expert settings describe\n",
+                 o.config.c_str(), static_cast<long long>(model.first_k_dense_replace),
+                 static_cast<long long>(model.num_hidden_layers));
+    model.first_k_dense_replace = model.num_hidden_layers - 1;
+  }
+  return model;
+}
+
+/// The hidden states as rows [tokens, H], and the shape they came in: [batch, tokens, H] is
+/// flattened, and the output takes the input's shape again.
+struct Rows {
+  mp::Tensor<float> x;
+  std::vector<index_t> shape;
+};
+
+Rows read_rows(const mp::SafetensorsFile& input, const std::string& path, index_t H) {
+  mp::Tensor<float> x = input.read<float>("hidden_states");
+  std::vector<index_t> shape = x.shape();
+  if (!((shape.size() == 2 || shape.size() == 3) && shape.back() == H)) {
+    mp::Message m = mp::Message::rule("shape_matches");
+    m << "hidden_states in '" << path << "' has shape " << shape << "; expected [tokens, " << H
+      << "] or [batch, tokens, " << H << "] (hidden_size " << H << " from the config)";
+    refuse(m);
+  }
+  const index_t rows = x.numel() / H;
+  return {mp::Tensor<float>({rows, H}, std::move(x.vector())), std::move(shape)};
+}
+
+/// Refuses, before any thread starts, a mesh this machine cannot simulate: its ranks each
+/// hold their pieces of the block's weights (fp32) and a few copies of their rows.
+void check_capacity(const mp::ModelSpec& model, const mp::MeshSpec& spec, std::span<const mp::EntrySpec> plan,
+                    const mp::LayoutSpec& tokens) {
+  const mp::HostCapacity cap = mp::host_capacity();
+  enforce(mp::comm_rules::simulated_ranks_fit(spec.to_string(), spec.size(), 0, cap));
+  const index_t H = model.hidden_size, k = model.num_experts_per_tok;
+  double bytes = 0;
+  for (index_t r = 0; r < spec.size(); ++r) {
+    for (const mp::LoweredParam& p : mp::lower(model, spec, plan, r)) {
+      const std::string_view name = p.info.name;
+      if (name.starts_with("layers.*.mlp.gate.") || name.starts_with("layers.*.mlp.experts.") ||
+          name.starts_with("layers.*.mlp.shared_experts."))
+        bytes += 4.0 * static_cast<double>(mp::element_count(p.local_shape));
+    }
+    // Input, gathered and returned expert rows, partial sums, output.
+    bytes += 4.0 * static_cast<double>(tokens.local_extent(0, r) * H) * static_cast<double>(2 * k + 4);
+  }
+  enforce(mp::comm_rules::simulated_ranks_fit(spec.to_string(), spec.size(), bytes, cap));
+}
+
 #ifdef MESHPLAN_RUNNER_CUDA
-    if (o.backend == "cuda" && mp::cuda::device_count() == 0) {
-      std::fprintf(stderr, "meshplan-moe: --backend cuda: no CUDA device\n");
-      return 77;
-    }
-#else
-    if (o.backend == "cuda")
-      refuse(mp::Message::rule("backend_available")
-             << "this meshplan-moe was built without CUDA (nvcc was not found); run with --backend cpu");
+struct DeviceForward {
+  template <class Block>
+  mp::Tensor<float> operator()(Block& block, mp::cuda::CudaLocalComm& comm, const mp::Tensor<float>& x) const {
+    return mp::cuda::to_host(block.forward(comm, mp::cuda::to_device(x, comm.stream())), comm.stream());
+  }
+};
 #endif
-    if (o.backend != "cpu" && o.backend != "cuda")
-      refuse(mp::Message::rule("backend_available") << "unknown backend '" << o.backend << "' (cpu or cuda)");
 
-    const mp::ModelSpec model = mp::model_from_config_file(o.config);
-    if (!model.is_moe())
-      refuse(mp::Message::rule("model_has_experts") << "'" << o.config << "' describes a model without experts");
-    const mp::MeshSpec spec = mp::MeshSpec::parse(o.mesh);
-    for (std::size_t a = 0; a < spec.ndim(); ++a)
-      if (spec.axis_name(a) != "dp" && spec.axis_name(a) != "ep" && spec.axis_name(a) != "tp")
-        refuse(mp::Message::rule("runner_options")
-               << "the mesh's axes are dp, ep and tp; '" << spec.axis_name(a) << "' is not one of them");
-    auto size = [&](std::string_view axis) { return spec.has_axis(axis) ? spec.size(axis) : index_t{1}; };
-    const Mesh mesh{size("dp"), size("ep"), size("tp")};
-    if (o.plan.empty()) o.plan = !spec.has_axis("tp") ? "ep" : !spec.has_axis("ep") ? "tp" : "ep_sp";
+template <class Plan>
+void run(const Options& o, const mp::ModelSpec& model, const mp::MeshSpec& spec) {
+  const Mesh mesh{spec.has_axis("dp") ? spec.size("dp") : 1, spec.has_axis("ep") ? spec.size("ep") : 1,
+                  spec.has_axis("tp") ? spec.size("tp") : 1};
+  // The block sees the mesh in dp, ep, tp order, an axis not given having size 1.
+  const mp::MeshSpec block_spec(mesh);
+  mp::validate(model, block_spec, Plan::entries);
+  const mp::SafetensorsFile weights(o.weights), input(o.input);
+  const index_t H = model.hidden_size;
+  const auto [x, in_shape] = read_rows(input, o.input, H);
+  const index_t T = x.dim(0);
+  const mp::LayoutSpec tokens = mp::moe_token_layout(model, block_spec, Plan::entries, T);
+  check_capacity(model, block_spec, Plan::entries, tokens);
 
-    switch (model.family) {
-      case mp::Family::qwen3_moe: {
-        namespace p = mp::plans::qwen3_moe;
-        dispatch<p::ep<"ep">, p::ep_tp<"ep", "tp">, p::ep_sp<"ep", "tp">, p::etp<"ep", "tp">, p::tp<"tp">,
-                 p::tp_sp<"tp">>(o, model, mesh);
-        break;
-      }
-      case mp::Family::mixtral: {
-        namespace p = mp::plans::mixtral;
-        dispatch<p::ep<"ep">, p::ep_tp<"ep", "tp">, p::ep_sp<"ep", "tp">, p::etp<"ep", "tp">, p::tp<"tp">,
-                 p::tp_sp<"tp">>(o, model, mesh);
-        break;
-      }
-      case mp::Family::deepseek_v3: {
-        namespace p = mp::plans::deepseek_v3;
-        dispatch<p::ep<"ep">, p::ep_tp<"ep", "tp">, p::ep_sp<"ep", "tp">, p::etp<"ep", "tp">, p::tp<"tp">,
-                 p::tp_sp<"tp">>(o, model, mesh);
-        break;
-      }
-      case mp::Family::qwen3:
-        break;  // refused above: no experts
-    }
+  const mp::MoEWeightLoader<float> load = mp::moe_weights_from<float>(weights.view(), o.prefix);
+  mp::MoEBatchResult<float> result;
+#ifdef MESHPLAN_RUNNER_CUDA
+  if (o.backend == "cuda") {
+    using Block = mp::MoEBlock<mp::RuntimeModel, Mesh, Plan, mp::cuda::CudaBackend<float>>;
+    mp::cuda::CudaLocalWorld world(block_spec.size());
+    result = mp::run_moe_batch(world, tokens, x, [&](index_t r) { return Block(model, mesh, r, load); },
+                               DeviceForward{});
+  }
+#endif
+  if (o.backend == "cpu") {
+    using Block = mp::MoEBlock<mp::RuntimeModel, Mesh, Plan>;
+    mp::ThreadWorld world(block_spec.size());
+    result = mp::run_moe_batch(world, tokens, x, [&](index_t r) { return Block(model, mesh, r, load); });
+  }
+  if (result.disagreements() != 0)
+    throw std::runtime_error("meshplan-moe: internal error: ranks holding the same tokens disagree (" +
+                             std::to_string(result.output_mismatches) + " output values, " +
+                             std::to_string(result.routing_mismatches) + " expert ids, " +
+                             std::to_string(result.unrouted_tokens) + " tokens routed by no rank)");
+
+  // The output keeps the input's shape, [tokens, H] or [batch, tokens, H]; the expert ids
+  // are [batch * tokens, top_k], as transformers' routers return them.
+  mp::SafetensorsWriter out;
+  out.add("hidden_states", mp::Tensor<float>(in_shape, std::move(result.hidden_states.vector())));
+  out.add("topk_ids", result.topk_ids);
+  out.metadata("made_by", "meshplan-moe");
+  out.metadata("mesh", spec.to_string());
+  out.metadata("plan", o.plan);
+  out.metadata("backend", o.backend);
+  out.write(o.output);
+  const double s = result.forward_seconds;
+  std::printf(
+      "meshplan-moe: %s block, %lld tokens, mesh %s (%lld ranks), plan %s, backend %s -> %s\n"
+      "meshplan-moe: forward %.3f ms (slowest rank), %.0f tokens/s\n",
+      std::string(mp::to_string(model.family)).c_str(), static_cast<long long>(T), spec.to_string().c_str(),
+      static_cast<long long>(spec.size()), o.plan.c_str(), o.backend.c_str(), o.output.c_str(), s * 1e3,
+      s > 0 ? static_cast<double>(T) / s : 0.0);
+}
+
+int run_main(int argc, char** argv) {
+  Options o = parse(argc, argv);
+  if (o.help) {
+    std::fputs(kUsage, stdout);
+    return 0;
+  }
+#ifdef MESHPLAN_RUNNER_CUDA
+  if (o.backend == "cuda" && mp::cuda::device_count() == 0) {
+    std::fprintf(stderr, "meshplan-moe: --backend cuda: no CUDA device\n");
+    return 77;
+  }
+#else
+  if (o.backend == "cuda")
+    refuse(mp::Message::rule("backend_available")
+           << "this meshplan-moe was built without CUDA (nvcc was not found); run with --backend cpu");
+#endif
+  if (o.backend != "cpu" && o.backend != "cuda")
+    refuse(mp::Message::rule("backend_available") << "unknown backend '" << o.backend << "' (cpu or cuda)");
+
+  const mp::ModelSpec model = block_model(mp::model_from_config_file(o.config), o);
+  const mp::MeshSpec spec = mp::MeshSpec::parse(o.mesh);
+  for (std::size_t a = 0; a < spec.ndim(); ++a)
+    if (spec.axis_name(a) != "dp" && spec.axis_name(a) != "ep" && spec.axis_name(a) != "tp")
+      refuse(mp::Message::rule("runner_options")
+             << "the mesh's axes are dp, ep and tp; '" << spec.axis_name(a) << "' is not one of them");
+  // Up front: a huge mesh is refused before any plan is lowered for it.
+  enforce(mp::comm_rules::simulated_ranks_fit(spec.to_string(), spec.size(), 0, mp::host_capacity()));
+  auto size = [&](std::string_view axis) { return spec.has_axis(axis) ? spec.size(axis) : index_t{1}; };
+  if (o.plan.empty()) o.plan = size("tp") == 1 ? "ep" : size("ep") == 1 ? "tp" : "ep_sp";
+
+  mp::plans::with_moe_builtin_plan(model.family, o.plan, [&]<class Plan>() { run<Plan>(o, model, spec); });
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run_main(argc, argv);
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "%s\n\n%s", e.what(), kUsage);
+    return 2;
   } catch (const mp::RuleViolation& e) {
     std::fprintf(stderr, "%s\n", e.what());
     return 2;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "meshplan-moe: out of memory; use a smaller mesh or fewer tokens\n");
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "meshplan-moe: %s\n", e.what());
+    return 1;
+  } catch (...) {
+    std::fprintf(stderr, "meshplan-moe: failed with an unknown exception\n");
+    return 1;
   }
-  return 0;
 }

@@ -1,13 +1,6 @@
 // The meshplan demo: a tiny Qwen3-MoE block with random weights, run on a simulated mesh
-// (one thread per rank, ThreadComm), checked against the single-rank reference.
-//
-//   moe_demo [--mesh ep=4] [--tokens 4096] [--plan ep|ep_tp|ep_sp|etp|tp|tp_sp]
-//            [--dtype f32|bf16] [--chunk 4096] [--seed 1]
-//
-// The mesh may have the axes dp, ep and tp. It prints the plan table of the block, the rows
-// each rank's experts received, the bytes each collective moved, the check against the
-// reference, and the throughput. Exit status: 0 if the check passed, 1 if not, 2 on bad
-// options (with the rule's message).
+// (one thread per rank, ThreadComm), checked against the single-rank reference. `--help`
+// prints the usage (kUsage below).
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -16,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "meshplan/comm/host_capacity.hpp"
 #include "meshplan/comm/thread_comm.hpp"
 #include "meshplan/model/presets.hpp"
 #include "meshplan/moe/moe_block.hpp"
@@ -28,6 +22,29 @@ namespace mp = meshplan;
 using mp::index_t;
 
 namespace {
+
+constexpr const char* kUsage = R"(usage: moe_demo [--mesh AXES] [--plan NAME] [--tokens N] [--chunk N] [--dtype f32|bf16] [--seed N]
+
+Runs a tiny Qwen3-MoE block with random weights on simulated ranks (threads) and checks it
+against the single-rank reference. Prints the block's plan table, the rows each rank's
+experts computed, the bytes each collective moved, the check and the throughput.
+
+  --mesh AXES    axes dp, ep and tp (default ep=4); an axis of size > 1 other than dp must
+                 be used by the plan
+  --plan NAME    tp, tp_sp, ep, ep_tp, ep_sp or etp. Default: ep on a mesh without tp, tp
+                 on a mesh without ep, else ep_sp
+  --tokens N     tokens in the batch (default 4096)
+  --chunk N      tokens per micro-batch (default 4096)
+  --dtype NAME   storage: f32 (default) or bf16
+  --seed N       weights and tokens (default 1)
+  --help         this text
+
+Examples:
+  moe_demo --mesh dp=2,ep=2,tp=2 --dtype bf16
+  moe_demo --mesh tp=4 --plan tp_sp
+
+Exit status: 0 if the check passed, 1 if not (or on another failure), 2 for bad options.
+)";
 
 using Model = mp::models::TinyQwen3Moe;
 using Mesh = mp::DeviceMesh<mp::Axis<"dp">, mp::Axis<"ep">, mp::Axis<"tp">>;
@@ -61,6 +78,8 @@ int run(const Options& o, const Mesh& mesh, std::string_view plan_name) {
   constexpr mp::ModelSpec model = Model::spec;
   const mp::MeshSpec spec(mesh);
   const index_t H = model.hidden_size, world_size = spec.size();
+  mp::validate(model, spec, Plan::entries);
+  enforce(mp::comm_rules::simulated_ranks_fit(spec.to_string(), world_size, 0, mp::host_capacity()));
 
   std::printf("meshplan demo: a Qwen3-MoE block (%s: hidden %lld, %lld experts, top-%lld), %s storage\n",
               std::string(Model::name).c_str(), static_cast<long long>(H), static_cast<long long>(model.num_experts),
@@ -184,57 +203,68 @@ int run(const Options& o, const Mesh& mesh, std::string_view plan_name) {
 
 template <class T>
 int dispatch(const Options& o, const Mesh& mesh, std::string_view plan) {
-  namespace q = mp::plans::qwen3_moe;
-  if (plan == "ep") return run<q::ep<>, T>(o, mesh, plan);
-  if (plan == "ep_tp") return run<q::ep_tp<>, T>(o, mesh, plan);
-  if (plan == "ep_sp") return run<q::ep_sp<>, T>(o, mesh, plan);
-  if (plan == "etp") return run<q::etp<>, T>(o, mesh, plan);
-  if (plan == "tp") return run<q::tp<>, T>(o, mesh, plan);
-  if (plan == "tp_sp") return run<q::tp_sp<>, T>(o, mesh, plan);
-  (void)mp::plans::builtin_plan(mp::Family::qwen3_moe, plan);  // throws plan_known with the names
-  return 2;
+  int status = 2;
+  if (!mp::plans::Qwen3MoePlans::visit(plan, [&]<class Plan>() { status = run<Plan, T>(o, mesh, plan); }))
+    (void)mp::plans::builtin_plan(mp::Family::qwen3_moe, plan);  // throws plan_known with the names
+  return status;
+}
+
+/// A whole number from an option's value, or a refusal naming the option.
+index_t number(std::string_view option, const std::string& value) {
+  char* end = nullptr;
+  const long long v = std::strtoll(value.c_str(), &end, 10);
+  if (value.empty() || *end != '\0')
+    throw mp::RuleViolation(mp::Message::rule("demo_options") << option << " needs a whole number, not '" << value << "'");
+  return static_cast<index_t>(v);
+}
+
+int demo(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    }
+    if (arg != "--mesh" && arg != "--tokens" && arg != "--plan" && arg != "--dtype" && arg != "--chunk" &&
+        arg != "--seed")
+      throw mp::RuleViolation(mp::Message::rule("demo_options") << "unknown option '" << arg << "'");
+    if (i + 1 >= argc) throw mp::RuleViolation(mp::Message::rule("demo_options") << arg << " needs a value");
+    std::string value = argv[++i];
+    if (arg == "--mesh") o.mesh = value;
+    else if (arg == "--tokens") o.tokens = number(arg, value);
+    else if (arg == "--plan") o.plan = value;
+    else if (arg == "--dtype") o.dtype = value;
+    else if (arg == "--chunk") o.chunk = number(arg, value);
+    else o.seed = static_cast<std::uint64_t>(number(arg, value));
+  }
+  if (o.tokens < 0 || o.chunk < 1)
+    throw mp::RuleViolation(mp::Message::rule("demo_options") << "--tokens must be 0 or more and --chunk at least 1");
+  const mp::MeshSpec spec = mp::MeshSpec::parse(o.mesh);
+  for (std::size_t a = 0; a < spec.ndim(); ++a)
+    if (spec.axis_name(a) != "dp" && spec.axis_name(a) != "ep" && spec.axis_name(a) != "tp")
+      throw mp::RuleViolation(mp::Message::rule("demo_options") << "the demo's mesh has the axes dp, ep and tp; '"
+                                                                << spec.axis_name(a) << "' is not one of them");
+  auto size = [&](std::string_view axis) { return spec.has_axis(axis) ? spec.size(axis) : index_t{1}; };
+  const Mesh mesh{size("dp"), size("ep"), size("tp")};
+  std::string plan = o.plan;
+  if (plan.empty()) plan = size("tp") > 1 ? (size("ep") > 1 ? "ep_sp" : "tp") : "ep";
+  if (o.dtype == "f32" || o.dtype == "float32") return dispatch<float>(o, mesh, plan);
+  if (o.dtype == "bf16" || o.dtype == "bfloat16") return dispatch<mp::bfloat16>(o, mesh, plan);
+  throw mp::RuleViolation(mp::Message::rule("dtype_known") << "unknown dtype '" << o.dtype << "'; use f32 or bf16");
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  Options o;
-  for (int i = 1; i < argc; ++i) {
-    std::string_view arg = argv[i];
-    if (i + 1 >= argc) {
-      std::fprintf(stderr, "%s needs a value; see the comment at the top of moe_demo.cpp\n", argv[i]);
-      return 2;
-    }
-    std::string value = argv[++i];
-    if (arg == "--mesh") o.mesh = value;
-    else if (arg == "--tokens") o.tokens = std::atoll(value.c_str());
-    else if (arg == "--plan") o.plan = value;
-    else if (arg == "--dtype") o.dtype = value;
-    else if (arg == "--chunk") o.chunk = std::atoll(value.c_str());
-    else if (arg == "--seed") o.seed = std::strtoull(value.c_str(), nullptr, 10);
-    else {
-      std::fprintf(stderr, "unknown option %s; see the comment at the top of moe_demo.cpp\n", argv[i - 1]);
-      return 2;
-    }
-  }
   try {
-    if (o.tokens < 0 || o.chunk < 1)
-      throw mp::RuleViolation(mp::Message::rule("demo_options") << "--tokens must be 0 or more and --chunk at least 1");
-    const mp::MeshSpec spec = mp::MeshSpec::parse(o.mesh);
-    for (std::size_t a = 0; a < spec.ndim(); ++a)
-      if (spec.axis_name(a) != "dp" && spec.axis_name(a) != "ep" && spec.axis_name(a) != "tp")
-        throw mp::RuleViolation(mp::Message::rule("demo_options")
-                                << "the demo's mesh has the axes dp, ep and tp; '" << spec.axis_name(a)
-                                << "' is not one of them");
-    auto size = [&](std::string_view axis) { return spec.has_axis(axis) ? spec.size(axis) : index_t{1}; };
-    const Mesh mesh{size("dp"), size("ep"), size("tp")};
-    std::string plan = o.plan;
-    if (plan.empty()) plan = size("tp") > 1 ? (size("ep") > 1 ? "ep_sp" : "tp") : "ep";
-    if (o.dtype == "f32" || o.dtype == "float32") return dispatch<float>(o, mesh, plan);
-    if (o.dtype == "bf16" || o.dtype == "bfloat16") return dispatch<mp::bfloat16>(o, mesh, plan);
-    throw mp::RuleViolation(mp::Message::rule("dtype_known") << "unknown dtype '" << o.dtype << "'; use f32 or bf16");
+    return demo(argc, argv);
   } catch (const mp::RuleViolation& e) {
     std::fprintf(stderr, "%s\n", e.what());
+    if (e.rule() == "demo_options") std::fprintf(stderr, "\n%s", kUsage);
     return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "moe_demo: %s\n", e.what());
+    return 1;
   }
 }

@@ -86,12 +86,16 @@ inline Message hidden_states_shape(const std::vector<index_t>& shape, index_t hi
 }
 
 inline Message sequence_shards_equal(std::string_view axis, std::span<const index_t> counts) {
+  index_t total = 0;
+  for (index_t c : counts) total += c;
+  const auto members = static_cast<index_t>(counts.size());
   for (std::size_t m = 1; m < counts.size(); ++m)
     if (counts[m] != counts[0])
       return Message::rule("sequence_divisible")
              << "sequence-parallel shards on mesh axis '" << axis << "' must be equal, but member 0 holds "
-             << counts[0] << " tokens and member " << m << " holds " << counts[m]
-             << "; pad the sequence so that every member holds the same number of tokens";
+             << counts[0] << " tokens and member " << m << " holds " << counts[m] << "; pad the " << total
+             << " tokens of the group to " << (total / members + 1) * members << ", or use a token count divisible by "
+             << members;
   return {};
 }
 
