@@ -135,6 +135,66 @@ FAMILIES = {
 }
 
 
+# Variants: the configs and files an outside user has, at other sizes than the three above.
+# Each names its family, a config change, the shape of the input (tokens, or batch x
+# tokens), the storage type of the weights and whether the experts are stored one tensor
+# per expert as on the hub. Weights stored as bf16/f16 are rounded first and the block runs
+# in fp32 on the rounded values, so the expected output is the fp32 function of the file.
+def make_qwen3_moe_odd():
+    cfg, cls = make_qwen3_moe()
+    cfg.hidden_size, cfg.moe_intermediate_size = 24, 10
+    cfg.num_experts = cfg.num_local_experts = 12
+    cfg.num_experts_per_tok, cfg.norm_topk_prob = 3, False
+    return cfg, cls
+
+
+def make_mixtral_batch():
+    cfg, cls = make_mixtral()
+    cfg.hidden_size, cfg.intermediate_size = 16, 8
+    cfg.num_local_experts, cfg.num_experts_per_tok = 4, 2
+    return cfg, cls
+
+
+def make_deepseek_v3_lite():
+    """The parts a DeepSeek-V3 config may lack: no shared experts, no low-rank query, one
+    expert group, and transformers' default first_k_dense_replace (3) with 2 layers, so the
+    model itself has only dense layers (the block is still DeepseekV3MoE(config))."""
+    from transformers import DeepseekV3Config
+    from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3MoE
+
+    cfg = DeepseekV3Config(
+        vocab_size=64,
+        hidden_size=40,
+        intermediate_size=64,
+        moe_intermediate_size=12,
+        n_routed_experts=16,
+        num_experts_per_tok=6,
+        n_group=1,
+        topk_group=1,
+        routed_scaling_factor=1.5,
+        n_shared_experts=0,
+        norm_topk_prob=False,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        q_lora_rank=None,
+        kv_lora_rank=8,
+        qk_nope_head_dim=8,
+        qk_rope_head_dim=8,
+        v_head_dim=8,
+    )
+    return cfg, DeepseekV3MoE
+
+
+VARIANTS = {
+    # name: (family, make, input shape, weight dtype, experts one tensor per expert)
+    "qwen3_moe_odd": ("qwen3_moe", make_qwen3_moe_odd, (1, 31), torch.float16, True),
+    "mixtral_batch": ("mixtral", make_mixtral_batch, (2, 5), torch.float32, False),
+    "deepseek_v3_lite": ("deepseek_v3", make_deepseek_v3_lite, (1, 23), torch.bfloat16, False),
+}
+SEEDS.update({"qwen3_moe_odd": 4567, "mixtral_batch": 5678, "deepseek_v3_lite": 6789})
+
+
 def _min_gap_at_k(values: torch.Tensor, k: int) -> float:
     """Smallest gap, over rows, between the k-th and (k+1)-th largest value."""
     s = torch.sort(values, dim=-1, descending=True).values
@@ -152,7 +212,8 @@ def check_no_ties(family: str, cfg, block, router_logits: torch.Tensor) -> dict:
         E, G, KG = cfg.n_routed_experts, cfg.n_group, cfg.topk_group
         c = logits.sigmoid() + block.gate.e_score_correction_bias.double()
         g = c.view(-1, G, E // G).topk(2, dim=-1).values.sum(-1)
-        margins["group"] = _min_gap_at_k(g, KG)
+        if KG < G:
+            margins["group"] = _min_gap_at_k(g, KG)
         keep = torch.zeros_like(g).scatter_(1, g.topk(KG, dim=-1).indices, 1.0)
         keep = keep.unsqueeze(-1).expand(-1, G, E // G).reshape(-1, E).bool()
         margins["expert"] = _min_gap_at_k(c.masked_fill(~keep, float("-inf")), k)
@@ -164,21 +225,22 @@ def check_no_ties(family: str, cfg, block, router_logits: torch.Tensor) -> dict:
     return margins
 
 
-def build(family: str):
-    cfg, block_cls = FAMILIES[family]()
+def build(name: str, make=None, shape=(T,), dtype=torch.float32):
+    cfg, block_cls = (make or FAMILIES[name])()
     # Use the plain per-expert loop of the Experts class (no kernels, no hub code).
     cfg._experts_implementation = "eager"
-    torch.manual_seed(SEEDS[family])
+    torch.manual_seed(SEEDS[name])
     block = block_cls(cfg).to(torch.float32).eval()
     # Re-initialise every parameter/buffer in a fixed (sorted-name) order: the
     # module's own init leaves torch.empty() storage and zero router weights.
+    # Values are rounded to the storage type (the block still computes in fp32).
     with torch.no_grad():
-        for name, t in sorted(block.state_dict().items()):
-            if name.endswith("e_score_correction_bias"):
+        for name_, t in sorted(block.state_dict().items()):
+            if name_.endswith("e_score_correction_bias"):
                 t.copy_((torch.rand(t.shape) * 2.0 - 1.0) * BIAS_RANGE)
             else:
-                t.copy_(torch.randn(t.shape) * WEIGHT_STD)
-    hidden = torch.randn(T, cfg.hidden_size, dtype=torch.float32)
+                t.copy_((torch.randn(t.shape) * WEIGHT_STD).to(dtype).to(torch.float32))
+    hidden = torch.randn(*shape, cfg.hidden_size, dtype=torch.float32)
     return cfg, block, hidden
 
 
@@ -191,17 +253,31 @@ def run(block, hidden: torch.Tensor):
     h = block.gate.register_forward_hook(hook)
     try:
         with torch.no_grad():
-            out = block(hidden.unsqueeze(0).clone())  # blocks take [B, S, H]
+            batched = hidden if hidden.dim() == 3 else hidden.unsqueeze(0)  # blocks take [B, S, H]
+            out = block(batched.clone())
     finally:
         h.remove()
     router_logits, topk_weights, topk_ids = captured["out"]
     return out.reshape(hidden.shape), router_logits, topk_weights, topk_ids
 
 
+def per_expert(sd: dict) -> dict:
+    """The hub's layout of the experts: experts.{i}.{gate,up,down}_proj.weight."""
+    out = {k: v for k, v in sd.items() if not k.startswith("experts.")}
+    gate_up, down = sd["experts.gate_up_proj"], sd["experts.down_proj"]
+    inter = gate_up.shape[1] // 2
+    for i in range(gate_up.shape[0]):
+        out[f"experts.{i}.gate_proj.weight"] = gate_up[i, :inter].contiguous().clone()
+        out[f"experts.{i}.up_proj.weight"] = gate_up[i, inter:].contiguous().clone()
+        out[f"experts.{i}.down_proj.weight"] = down[i].contiguous().clone()
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="output folder, e.g. tests/data/golden")
     ap.add_argument("--families", nargs="*", default=list(FAMILIES), choices=list(FAMILIES))
+    ap.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     args = ap.parse_args()
 
     torch.set_num_threads(1)
@@ -213,17 +289,23 @@ def main() -> int:
     }
     print(f"torch {torch.__version__}, transformers {transformers.__version__}")
 
-    for family in args.families:
-        cfg, block, hidden = build(family)
+    jobs = [(f, f, None, (T,), torch.float32, False) for f in args.families]
+    jobs += [(v, *VARIANTS[v]) for v in args.variants]
+    for name, family, make, shape, dtype, hub_experts in jobs:
+        cfg, block, hidden = build(name, make, shape, dtype)
         out, logits, weights, ids = run(block, hidden)
         margins = check_no_ties(family, cfg, block, logits)
 
-        d = os.path.join(args.out, family)
+        d = os.path.join(args.out, name)
         os.makedirs(d, exist_ok=True)
         with open(os.path.join(d, "config.json"), "w", encoding="utf-8") as f:
             f.write(cfg.to_json_string(use_diff=False))
 
         sd = {k: v.detach().to(torch.float32).contiguous().clone() for k, v in block.state_dict().items()}
+        # Stored as the variant says; the bias of DeepSeek's router is a float32 buffer.
+        sd = {k: (v if k.endswith("e_score_correction_bias") else v.to(dtype)) for k, v in sd.items()}
+        if hub_experts:
+            sd = per_expert(sd)
         save_file(sd, os.path.join(d, "block.safetensors"), metadata=meta)
         save_file({"hidden_states": hidden.contiguous()}, os.path.join(d, "input.safetensors"), metadata=meta)
         expected = {
@@ -234,7 +316,7 @@ def main() -> int:
         }
         save_file(expected, os.path.join(d, "expected.safetensors"), metadata=meta)
 
-        print(f"[{family}] {type(block).__name__} (router {type(block.gate).__name__}, "
+        print(f"[{name}] {type(block).__name__} (router {type(block.gate).__name__}, "
               f"experts {type(block.experts).__name__})")
         for k, v in sd.items():
             print(f"  block    {k:40s} {list(v.shape)} {v.dtype}")
@@ -245,7 +327,7 @@ def main() -> int:
         used = sorted(set(ids.flatten().tolist()))
         print(f"  experts used: {used}")
         if len(used) != block.experts.num_experts:
-            raise SystemExit(f"{family}: not every expert is routed to; change its seed")
+            raise SystemExit(f"{name}: not every expert is routed to; change its seed")
     return 0
 
 
