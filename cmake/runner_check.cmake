@@ -1,38 +1,67 @@
-# CTest driver: runs meshplan-moe on a golden fixture, then compares its output with what
-# transformers computed.
-#   -DRUNNER=... -DCOMPARE=... -DFIXTURE=<dir> -DMESH=ep=4 -DPLAN=<name or empty> -DOUT=<file>
-#   [-DBACKEND=cuda]: exit status 77 (no GPU) prints "no CUDA device" for the test to skip
+# CTest driver: runs meshplan-moe on a golden fixture as a user would, then checks its output
+# against transformers' (the fixture's expected.safetensors) and against the runner on one
+# rank.
+#   -DRUNNER=... -DCOMPARE=... -DFIXTURE=<dir> -DMESH=ep=4 -DPLAN=<name> -DOUT=<file prefix>
+#   -DEXACT=ON|OFF   ON: the plan only moves data, so the output equals one rank's bit for bit;
+#                    OFF: it splits sums over ranks, within 1e-5 of the largest value
+#   [-DREFUSE=<regex>]  the run must instead exit with status 2 and a message matching it
+#   [-DBACKEND=cuda]    exit status 77 (no GPU) prints "no CUDA device" for the test to skip
 cmake_minimum_required(VERSION 3.25)
-set(args --config ${FIXTURE}/config.json --weights ${FIXTURE}/block.safetensors
-         --input ${FIXTURE}/input.safetensors --mesh ${MESH} --output ${OUT})
-if(PLAN)
-  list(APPEND args --plan ${PLAN})
-endif()
-if(BACKEND)
-  list(APPEND args --backend ${BACKEND})
-endif()
-execute_process(COMMAND ${RUNNER} ${args} RESULT_VARIABLE r OUTPUT_VARIABLE o ERROR_VARIABLE e)
+
+function(run_runner mesh plan out result)
+  set(args --config ${FIXTURE}/config.json --weights ${FIXTURE}/block.safetensors
+           --input ${FIXTURE}/input.safetensors --mesh ${mesh} --plan ${plan} --output ${out})
+  if(BACKEND)
+    list(APPEND args --backend ${BACKEND})
+  endif()
+  file(REMOVE ${out})
+  execute_process(COMMAND ${RUNNER} ${args} RESULT_VARIABLE r OUTPUT_VARIABLE o ERROR_VARIABLE e)
+  set(${result} ${r} PARENT_SCOPE)
+  set(runner_output "${o}${e}" PARENT_SCOPE)
+endfunction()
+
+function(compare a name_a b name_b rtol)
+  execute_process(COMMAND ${COMPARE} ${a} ${name_a} ${b} ${name_b} ${rtol} ${ARGN}
+                  RESULT_VARIABLE r OUTPUT_VARIABLE o ERROR_VARIABLE e)
+  if(NOT r EQUAL 0)
+    message(FATAL_ERROR "${name_a} of ${a} differs from ${name_b} of ${b}:\n${o}${e}")
+  endif()
+  message(STATUS "${o}")
+endfunction()
+
+run_runner(${MESH} ${PLAN} ${OUT}.safetensors r)
 if(r EQUAL 77)
   message(STATUS "no CUDA device: skipped")
   return()
 endif()
-if(NOT r EQUAL 0)
-  message(FATAL_ERROR "meshplan-moe failed (${r}):\n${o}${e}")
+if(REFUSE)
+  if(NOT r EQUAL 2 OR NOT runner_output MATCHES "${REFUSE}")
+    message(FATAL_ERROR "meshplan-moe should have refused with status 2 and '${REFUSE}', but exited ${r}:\n"
+                        "${runner_output}")
+  endif()
+  message(STATUS "refused as expected: ${runner_output}")
+  return()
 endif()
-message(STATUS "${o}")
-foreach(check "hidden_states;output;1e-5" "topk_ids;topk_ids;0;rows-as-sets")
-  list(GET check 0 mine)
-  list(GET check 1 theirs)
-  list(GET check 2 rtol)
-  set(extra "")
-  list(LENGTH check n)
-  if(n GREATER 3)
-    list(GET check 3 extra)
-  endif()
-  execute_process(COMMAND ${COMPARE} ${OUT} ${mine} ${FIXTURE}/expected.safetensors ${theirs} ${rtol} ${extra}
-                  RESULT_VARIABLE r OUTPUT_VARIABLE o ERROR_VARIABLE e)
-  if(NOT r EQUAL 0)
-    message(FATAL_ERROR "${mine} differs from transformers' ${theirs}:\n${o}${e}")
-  endif()
-  message(STATUS "${o}")
-endforeach()
+if(NOT r EQUAL 0)
+  message(FATAL_ERROR "meshplan-moe failed (${r}):\n${runner_output}")
+endif()
+message(STATUS "${runner_output}")
+
+# Against transformers: the same function within fp32 rounding, the same experts.
+set(expected ${FIXTURE}/expected.safetensors)
+compare(${OUT}.safetensors hidden_states ${expected} output 1e-5)
+compare(${OUT}.safetensors topk_ids ${expected} topk_ids 0 rows-as-sets)
+
+# Against one rank: the same routing in the same slot order; the same output bits where
+# the plan only moves data.
+run_runner(ep=1 ep ${OUT}.one_rank.safetensors r)
+if(NOT r EQUAL 0)
+  message(FATAL_ERROR "meshplan-moe on one rank failed (${r}):\n${runner_output}")
+endif()
+if(EXACT)
+  set(rtol 0)
+else()
+  set(rtol 1e-5)
+endif()
+compare(${OUT}.safetensors hidden_states ${OUT}.one_rank.safetensors hidden_states ${rtol})
+compare(${OUT}.safetensors topk_ids ${OUT}.one_rank.safetensors topk_ids 0)

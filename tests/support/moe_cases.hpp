@@ -103,6 +103,20 @@ void compare_rows(const mp::Tensor<T>& out, const mp::Tensor<T>& ref, const mp::
       }
 }
 
+/// How a whole batch's output compares with the reference.
+template <class T>
+Comparison compare_whole(const mp::Tensor<T>& out, const mp::Tensor<T>& ref) {
+  Comparison c;
+  c.shape_ok = out.shape() == ref.shape();
+  for (index_t i = 0; c.shape_ok && i < ref.numel(); ++i) {
+    const float a = mp::to_float(out[i]), b = mp::to_float(ref[i]);
+    c.mismatches += !(out[i] == ref[i]);
+    c.max_diff = std::max(c.max_diff, static_cast<double>(std::abs(a - b)));
+    c.max_ref = std::max(c.max_ref, static_cast<double>(std::abs(b)));
+  }
+  return c;
+}
+
 /// The rows of `x` a rank holds.
 template <class T>
 mp::Tensor<T> rows_of(const mp::Tensor<T>& x, const mp::LayoutSpec& tokens, index_t rank) {
