@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What still needs a GPU, in steps that fit the device tool's 10-minute calls. Run from the
-# repository root on the GPU machine, with .device-deps carried (../shared/tools/stage-device-deps):
+# repository root on the GPU machine, with .device-deps carried (docs/testing.md, "On a GPU"):
 #
 #   scripts/gpu-check.sh build      # configure the device preset (sm_90a) and build everything
 #   scripts/gpu-check.sh test       # ctest --preset gpu: kernels, communicators, the block, demo

@@ -1,6 +1,6 @@
 #pragma once
-// The routers of the three MoE families, exactly as DESIGN.md section 4 states them, in
-// fp32. Ties between equal scores go to the lower expert index (and, for DeepSeek-V3's
+// The routers of the three MoE families, exactly as transformers computes them
+// (docs/execution.md), in fp32. Ties between equal scores go to the lower expert index (and, for DeepSeek-V3's
 // groups, to the lower group index); the k chosen experts are listed in descending score
 // order, which is the slot order the combine sums in.
 //

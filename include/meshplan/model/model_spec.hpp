@@ -25,7 +25,7 @@ constexpr std::string_view to_string(Family f) noexcept {
   return "?";
 }
 
-/// The router function of section 4 of DESIGN.md.
+/// The router function of a family (docs/execution.md, "The CPU reference", states each).
 enum class RouterKind : unsigned char {
   softmax_topk,        // Qwen3-MoE: softmax over all experts, top-k, renormalize if norm_topk_prob
   softmax_topk_renorm, // Mixtral: softmax, top-k, always renormalize

@@ -1,7 +1,7 @@
 #pragma once
 // DeviceRouter: the routers of the three MoE families fused into one kernel: the logits of
 // a token (x . gate_e for every expert e), then its top-k experts and weights, exactly as
-// cpu/router.hpp and DESIGN.md section 4 define them.
+// cpu/router.hpp and docs/execution.md define them.
 //
 // One block per token. Each thread computes whole logits, summing over the hidden dim in
 // order with separate multiplies and adds (no fused multiply-add), as the CPU reference
