@@ -26,7 +26,8 @@
 #include "meshplan/plan/lower.hpp"
 #ifdef MESHPLAN_RUNNER_CUDA  // built by nvcc where CUDA is found
 #include "meshplan/cuda/comm/cuda_local_comm.cuh"
-#include "meshplan/cuda/moe/moe_block.cuh"
+#include "meshplan/cuda/moe/cuda_backend.cuh"
+#include "meshplan/moe/moe_block.hpp"
 #endif
 
 namespace mp = meshplan;
@@ -171,10 +172,16 @@ void check_capacity(const mp::ModelSpec& model, const mp::MeshSpec& spec, std::s
 }
 
 #ifdef MESHPLAN_RUNNER_CUDA
+/// Host rows in, host rows out, the state as the block returns it.
 struct DeviceForward {
   template <class Block>
-  mp::Tensor<float> operator()(Block& block, mp::cuda::CudaLocalComm& comm, const mp::Tensor<float>& x) const {
-    return mp::cuda::to_host(block.forward(comm, mp::cuda::to_device(x, comm.stream())), comm.stream());
+  auto operator()(Block& block, mp::cuda::CudaLocalComm& comm, const mp::Tensor<float>& x) const {
+    auto y = block.forward(comm, mp::cuda::to_device(x, comm.stream()));
+    struct {
+      mp::Tensor<float> hidden_states;
+      typename Block::State state;
+    } host{mp::cuda::to_host(y.hidden_states, comm.stream()), std::move(y.state)};
+    return host;
   }
 };
 #endif

@@ -135,14 +135,16 @@ int run(const Options& o, const Mesh& mesh, std::string_view plan_name) {
       std::vector<T> mine;
       for (const auto& run : layout.held_indices(0, r))
         mine.insert(mine.end(), x.data() + (begin + run.begin) * H, x.data() + (begin + run.begin + run.size) * H);
-      const mp::Tensor<T> out = block.forward(comm, mp::Tensor<T>({layout.local_extent(0, r), H}, std::move(mine)));
+      auto forward = block.forward(comm, mp::Tensor<T>({layout.local_extent(0, r), H}, std::move(mine)));
+      const mp::Tensor<T>& out = forward.hidden_states;
       index_t row = 0;  // the ranks write disjoint (or identical) rows of y
       for (const auto& run : layout.held_indices(0, r))
         for (index_t t = run.begin; t < run.begin + run.size; ++t, ++row)
           std::copy_n(out.data() + row * H, H, y.data() + (begin + t) * H);
       auto& mine_rows = rows[r];
-      mine_rows.resize(block.rows_per_local_expert().size());
-      for (std::size_t e = 0; e < mine_rows.size(); ++e) mine_rows[e] += block.rows_per_local_expert()[e];
+      const auto& computed = forward.state.rows_per_local_expert;
+      mine_rows.resize(computed.size());
+      for (std::size_t e = 0; e < mine_rows.size(); ++e) mine_rows[e] += computed[e];
       if (r == 0 && chunks > 1)
         std::printf("\r  %lld / %lld tokens (%lld%%)", static_cast<long long>(begin + n),
                     static_cast<long long>(o.tokens), static_cast<long long>(100 * (begin + n) / o.tokens)),

@@ -16,7 +16,8 @@
 #include <vector>
 
 #include "meshplan/cuda/comm/cuda_local_comm.cuh"
-#include "meshplan/cuda/moe/moe_block.cuh"
+#include "meshplan/cuda/moe/cuda_backend.cuh"
+#include "meshplan/moe/moe_block.hpp"
 #include "meshplan/model/presets.hpp"
 #include "meshplan/moe/reference.hpp"
 #include "meshplan/moe/token_layout.hpp"
@@ -58,7 +59,7 @@ std::vector<mp::Tensor<T>> forward_all(const mp::ModelSpec& model, index_t ranks
     comm.barrier(comm.world_group());
     times[static_cast<std::size_t>(r)] =
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-    outs[static_cast<std::size_t>(r)] = mp::cuda::to_host(y, comm.stream());
+    outs[static_cast<std::size_t>(r)] = mp::cuda::to_host(y.hidden_states, comm.stream());
   });
   *ms = times[0];
   return outs;

@@ -23,6 +23,7 @@
 
 #include "bench_support.cuh"
 #include "meshplan/cpu/permute.hpp"
+#include "meshplan/moe/dispatch_plan.hpp"
 #include "meshplan/cuda/core/buffer.cuh"
 #include "meshplan/cuda/permute/device_permute.cuh"
 #include "meshplan/cuda/router/device_router.cuh"
@@ -103,7 +104,7 @@ void permutation(const Case& c, cudaStream_t s, nlohmann::json& out) {
   const index_t sources = 8, local = std::max<index_t>(E / 8, 1);
   std::vector<index_t> counts(static_cast<std::size_t>(sources * local), pairs / (sources * local));
   counts.back() += pairs - std::accumulate(counts.begin(), counts.end(), index_t{0});
-  const auto blocks = mp::cpu::regroup_blocks(counts, sources, local);
+  const auto blocks = mp::regroup_blocks(counts, sources, local);
   mp::cuda::DeviceBuffer<mp::cuda::kernels::RowBlock> table;
   out.push_back(record(
       "regroup", c, 2 * moved_bytes,

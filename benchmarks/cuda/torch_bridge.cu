@@ -16,7 +16,8 @@
 
 #include "meshplan/cuda/comm/cuda_local_comm.cuh"
 #include "meshplan/cuda/experts/fused_experts.cuh"
-#include "meshplan/cuda/moe/moe_block.cuh"
+#include "meshplan/cuda/moe/cuda_backend.cuh"
+#include "meshplan/moe/moe_block.hpp"
 #include "meshplan/io/config_json.hpp"
 #include "meshplan/plan/builtin/registry.hpp"
 
@@ -112,7 +113,7 @@ int meshplan_block_forward(void* block, const void* x, std::int64_t tokens, void
     const std::size_t bytes = static_cast<std::size_t>(tokens * H) * sizeof(std::uint16_t);
     if (bytes) MESHPLAN_CUDA_CHECK(cudaMemcpyAsync(b.x.data(), x, bytes, cudaMemcpyDeviceToDevice, s));
     const auto y = b.block.forward(b.comm, b.x);
-    if (bytes) MESHPLAN_CUDA_CHECK(cudaMemcpyAsync(out, y.data(), bytes, cudaMemcpyDeviceToDevice, s));
+    if (bytes) MESHPLAN_CUDA_CHECK(cudaMemcpyAsync(out, y.hidden_states.data(), bytes, cudaMemcpyDeviceToDevice, s));
     MESHPLAN_CUDA_CHECK(cudaEventRecord(ready, s));
     MESHPLAN_CUDA_CHECK(cudaStreamWaitEvent(caller, ready));
     MESHPLAN_CUDA_CHECK(cudaEventDestroy(ready));

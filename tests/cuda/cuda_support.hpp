@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "meshplan/core/size.hpp"
-#include "meshplan/cpu/tensor.hpp"
+#include "meshplan/core/tensor.hpp"
 #include "meshplan/cuda/core/buffer.cuh"
 #include "meshplan/model/model_spec.hpp"
 

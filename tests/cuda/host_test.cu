@@ -86,9 +86,9 @@ TEST_CASE("host: the router refuses what it cannot route before launching", "[ho
 TEST_CASE("host: the router's report of a non-finite logit is the CPU router's message", "[host]") {
   CHECK(mp::cuda::bad_logit(mp::cuda::no_bad_logit, 16).ok());
   const auto nan = mp::cuda::bad_logit((3 * 16 + 5) * 2 + 1, 16);
-  CHECK(nan.view() == mp::cpu_rules::router_logits_finite(3, 5, std::numeric_limits<float>::quiet_NaN()).view());
+  CHECK(nan.view() == mp::routing_rules::router_logits_finite(3, 5, std::numeric_limits<float>::quiet_NaN()).view());
   const auto inf = mp::cuda::bad_logit((0 * 16 + 15) * 2, 16);
-  CHECK(inf.view() == mp::cpu_rules::router_logits_finite(0, 15, std::numeric_limits<float>::infinity()).view());
+  CHECK(inf.view() == mp::routing_rules::router_logits_finite(0, 15, std::numeric_limits<float>::infinity()).view());
 }
 
 TEST_CASE("host: the cuBLAS path refuses sizes before it touches the GPU", "[host]") {

@@ -28,7 +28,8 @@
 #include "../support/moe_cases.hpp"
 #include "cuda_support.hpp"
 #include "meshplan/cuda/comm/cuda_local_comm.cuh"
-#include "meshplan/cuda/moe/moe_block.cuh"
+#include "meshplan/cuda/moe/cuda_backend.cuh"
+#include "meshplan/moe/moe_block.hpp"
 #include "meshplan/model/presets.hpp"
 #include "meshplan/moe/reference.hpp"
 #include "meshplan/moe/token_layout.hpp"
@@ -61,12 +62,13 @@ std::vector<mp::Tensor<T>> run_gpu(Sizes sizes, const mp::MoEWeights<T>& w, cons
     using Block = mp::MoEBlock<Model, Mesh, Plan, mp::cuda::CudaBackend<T>>;
     Block block(mesh, comm.rank(), w);
     const auto mine = mp::cuda::to_device(rows_of(x, tokens, comm.rank()), comm.stream());
-    outs[static_cast<std::size_t>(comm.rank())] = mp::cuda::to_host(block.forward(comm, mine), comm.stream());
+    const auto y = block.forward(comm, mine);
+    outs[static_cast<std::size_t>(comm.rank())] = mp::cuda::to_host(y.hidden_states, comm.stream());
     if (expert_rows) {
       std::lock_guard lock(m);
       for (index_t j = 0; j < block.local_experts(); ++j)
         (*expert_rows)[static_cast<std::size_t>(block.first_local_expert() + j)] =
-            block.rows_per_local_expert()[static_cast<std::size_t>(j)];
+            y.state.rows_per_local_expert[static_cast<std::size_t>(j)];
     }
   });
   return outs;

@@ -15,6 +15,7 @@
 #include "cuda_support.hpp"
 #include "meshplan/cpu/combine.hpp"
 #include "meshplan/cpu/permute.hpp"
+#include "meshplan/moe/dispatch_plan.hpp"
 #include "meshplan/cuda/permute/device_permute.cuh"
 
 namespace mp = meshplan;
@@ -148,9 +149,9 @@ TEMPLATE_TEST_CASE("gather_rows, regroup and its inverse move the CPU's rows bit
             left -= counts[b];
           }
           counts.back() += left;
-          const auto blocks = mp::cpu::regroup_blocks(counts, 3, 4);
+          const auto blocks = mp::regroup_blocks(counts, 3, 4);
           std::vector<T> regrouped_cpu(expected.size());
-          mp::cpu::gather_rows<T>(expected, mp::cpu::regroup_index(counts, 3, 4), H, regrouped_cpu);
+          mp::cpu::copy_row_blocks<T>(expected, blocks, H, false, regrouped_cpu);
           mp::cuda::DeviceBuffer<T> regrouped(expected.size()), back(expected.size());
           mp::cuda::DeviceBuffer<mp::cuda::kernels::RowBlock> table;
           mp::cuda::DevicePermute::regroup(gathered.data() + shift, regrouped.data(), blocks, H, false, table, nullptr);
@@ -178,13 +179,13 @@ TEMPLATE_TEST_CASE("combine is the CPU's weighted sum in slot order, bit for bit
         std::iota(order.begin(), order.end(), 0);
         std::shuffle(order.begin(), order.end(), rng);
 
-        // The CPU combines rows in pair order: row order[i] of it is sorted row i.
-        std::vector<Y> y_pairs(y_sorted.size());
-        mp::cpu::scatter_rows<Y>(y_sorted, order, H, y_pairs);
+        // Pair order[i] is sorted row i; the CPU reads it through the inverse, as the GPU does.
+        std::vector<std::int32_t> position(static_cast<std::size_t>(pairs));
+        for (std::size_t i = 0; i < order.size(); ++i) position[static_cast<std::size_t>(order[i])] = static_cast<std::int32_t>(i);
         const mp::Routing routing{tokens, top_k, std::vector<std::int32_t>(static_cast<std::size_t>(pairs), 0),
                                   weights};
         std::vector<float> expected(static_cast<std::size_t>(tokens * H));
-        mp::cpu::combine<Y>(routing, y_pairs, H, expected);
+        mp::cpu::combine<Y>(routing, y_sorted, position, H, expected);
 
         auto d_y = upload(y_sorted);
         auto d_order = upload(std::vector<std::int32_t>(order.begin(), order.end()));

@@ -18,7 +18,8 @@
 #include "meshplan/cuda/comm/cuda_local_comm.cuh"
 #include "meshplan/cuda/comm/device_communicator.cuh"
 #include "meshplan/cuda/comm/nccl_comm.cuh"
-#include "meshplan/cuda/moe/moe_block.cuh"
+#include "meshplan/cuda/moe/cuda_backend.cuh"
+#include "meshplan/moe/moe_block.hpp"
 #include "meshplan/model/presets.hpp"
 #include "meshplan/moe/token_layout.hpp"
 #include "meshplan/plan/builtin/registry.hpp"
@@ -118,7 +119,7 @@ void moe(mp::cuda::NcclComm& nccl) {
 
   Block block(mesh, nccl.rank(), w);
   const auto mine = mp::cuda::to_device(moe_cases::rows_of(x, layout, nccl.rank()), nccl.stream());
-  const mp::Tensor<T> got = mp::cuda::to_host(block.forward(nccl, mine), nccl.stream());
+  const mp::Tensor<T> got = mp::cuda::to_host(block.forward(nccl, mine).hidden_states, nccl.stream());
 
   // The same ranks simulated on this process's GPU.
   std::vector<mp::Tensor<T>> local(static_cast<std::size_t>(P));
@@ -126,7 +127,7 @@ void moe(mp::cuda::NcclComm& nccl) {
   world.run([&](mp::cuda::CudaLocalComm& comm) {
     Block b(mesh, comm.rank(), w);
     const auto rows = mp::cuda::to_device(moe_cases::rows_of(x, layout, comm.rank()), comm.stream());
-    local[static_cast<std::size_t>(comm.rank())] = mp::cuda::to_host(b.forward(comm, rows), comm.stream());
+    local[static_cast<std::size_t>(comm.rank())] = mp::cuda::to_host(b.forward(comm, rows).hidden_states, comm.stream());
   });
   expect(got == local[static_cast<std::size_t>(nccl.rank())], "MoE block on NcclComm equals CudaLocalComm");
 }

@@ -11,7 +11,7 @@
 #include <utility>
 #include <vector>
 
-#include "meshplan/cpu/tensor.hpp"
+#include "meshplan/core/tensor.hpp"
 #include "meshplan/moe/moe_weights.hpp"
 #include "meshplan/placement/layout_spec.hpp"
 

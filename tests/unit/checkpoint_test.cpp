@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "meshplan/comm/thread_comm.hpp"
-#include "meshplan/cpu/slice.hpp"
+#include "meshplan/placement/slice.hpp"
 #include "meshplan/io/gather.hpp"
 #include "meshplan/io/safetensors.hpp"
 #include "meshplan/io/shard_read.hpp"
@@ -52,7 +52,7 @@ TEMPLATE_TEST_CASE("read_piece reads exactly the piece the layout gives", "[chec
     const mp::SafetensorsView file(bytes);
     for (index_t r = 0; r < mesh.size(); ++r)
       REQUIRE(mp::read_piece<TestType>(file, "t", layout, r) ==
-              mp::convert<TestType>(mp::cpu::local_piece(full, layout, r)));
+              mp::convert<TestType>(mp::local_piece(full, layout, r)));
   }
 }
 
@@ -84,9 +84,9 @@ TEST_CASE("fused experts are read from one tensor per expert, in either naming",
       for (index_t r = 0; r < mesh.size(); ++r) {
         INFO(mesh_text << " rank " << r);
         CHECK(mp::read_block_piece<float>(file, prefix, "experts.gate_up_proj", gu, r) ==
-              mp::cpu::local_piece(gate_up, gu, r));
+              mp::local_piece(gate_up, gu, r));
         CHECK(mp::read_block_piece<float>(file, prefix, "experts.down_proj", dn, r) ==
-              mp::cpu::local_piece(down, dn, r));
+              mp::local_piece(down, dn, r));
       }
     }
     CHECK_THROWS_WITH(mp::read_block_piece<float>(file, "model.layers.8.mlp.", "experts.down_proj",

@@ -65,7 +65,7 @@ double sharded_difference(const Golden& g, moe_cases::Sizes sizes) {
   world.run([&](mp::ThreadComm& comm) {
     mp::MoEBlock<mp::RuntimeModel, Mesh, Plan> block(g.model, mesh, comm.rank(),
                                                      mp::moe_weights_from<float>(g.block.view()));
-    outs[static_cast<std::size_t>(comm.rank())] = block.forward(comm, moe_cases::rows_of(x, tokens, comm.rank()));
+    outs[static_cast<std::size_t>(comm.rank())] = block.forward(comm, moe_cases::rows_of(x, tokens, comm.rank())).hidden_states;
   });
   moe_cases::Comparison c;
   for (index_t r = 0; r < spec.size(); ++r) moe_cases::compare_rows(outs[static_cast<std::size_t>(r)], want, tokens, r, c);

@@ -8,9 +8,9 @@
 
 #include "meshplan/cpu/permute.hpp"
 #include "meshplan/cpu/router.hpp"
-#include "meshplan/cpu/slice.hpp"
+#include "meshplan/placement/slice.hpp"
 #include "meshplan/model/presets.hpp"
-#include "meshplan/moe/dispatch_counts.hpp"
+#include "meshplan/moe/dispatch_plan.hpp"
 
 namespace mp = meshplan;
 using mp::index_t;
@@ -89,9 +89,8 @@ TEST_CASE("pairs sort by expert stably; regrouping puts received blocks expert-m
   CHECK(mp::cpu::tokens_of(o, 2) == std::vector<index_t>{0, 1, 2, 0, 1, 2});
   // Received from 2 sources for 2 local experts: counts (s0: 1, 2), (s1: 3, 0).
   std::vector<index_t> counts = {1, 2, 3, 0};
-  CHECK(mp::cpu::regroup_index(counts, 2, 2) == std::vector<index_t>{0, 3, 4, 5, 1, 2});
-  CHECK(mp::cpu::regroup_blocks(counts, 2, 2) ==
-        std::vector<mp::cpu::RegroupBlock>{{0, 0, 1}, {3, 1, 3}, {1, 4, 2}});
+  CHECK(mp::regroup_blocks(counts, 2, 2) ==
+        std::vector<mp::RowBlock>{{0, 0, 1}, {3, 1, 3}, {1, 4, 2}});
   mp::Routing bad{1, 1, {7}, {1.0f}};
   CHECK_THROWS_WITH(mp::cpu::sort_by_expert(bad, 4), Catch::Contains("[expert_id_valid]"));
 }
@@ -103,14 +102,14 @@ TEST_CASE("local pieces of a tensor follow its layout, and put back together", "
   for (index_t i = 0; i < 32; ++i) full[i] = static_cast<float>(i);
   mp::Tensor<float> rebuilt({4, 8});
   for (index_t r = 0; r < 4; ++r) {
-    auto piece = mp::cpu::local_piece(full, layout, r);
+    auto piece = mp::local_piece(full, layout, r);
     CHECK(piece.shape() == std::vector<index_t>{2, 4});
-    mp::cpu::place_piece(piece, layout, r, rebuilt);
+    mp::place_piece(piece, layout, r, rebuilt);
   }
   // Rank 1 (ep 0, tp 1): rows 0-1; of each half of the columns ([0, 4) and [4, 8)) the second quarter pair.
-  CHECK(mp::cpu::local_piece(full, layout, 1).vector() == std::vector<float>{2, 3, 6, 7, 10, 11, 14, 15});
+  CHECK(mp::local_piece(full, layout, 1).vector() == std::vector<float>{2, 3, 6, 7, 10, 11, 14, 15});
   CHECK(rebuilt == full);
-  CHECK_THROWS_WITH(mp::cpu::local_piece(mp::Tensor<float>({4, 6}), layout, 0), Catch::Contains("[shape_matches]"));
+  CHECK_THROWS_WITH(mp::local_piece(mp::Tensor<float>({4, 6}), layout, 0), Catch::Contains("[shape_matches]"));
 }
 
 TEST_CASE("the sizes of an expert-parallel exchange come from the two count tables", "[permute]") {

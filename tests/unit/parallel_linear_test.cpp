@@ -9,7 +9,7 @@
 
 #include "meshplan/comm/thread_comm.hpp"
 #include "meshplan/cpu/parallel_linear.hpp"
-#include "meshplan/cpu/slice.hpp"
+#include "meshplan/placement/slice.hpp"
 #include "meshplan/mesh/mesh_spec.hpp"
 
 namespace mp = meshplan;
@@ -41,12 +41,12 @@ TEST_CASE("colwise then rowwise over tp equals the single-rank MLP", "[linear]")
     mp::ThreadWorld world(tp);
     world.run([&](mp::ThreadComm& comm) {
       const auto g = mesh.group(comm.rank(), {"tp"});
-      auto h_cols = mp::cpu::colwise_linear(x, mp::cpu::local_piece(w1, rows, comm.rank()));
+      auto h_cols = mp::cpu::colwise_linear(x, mp::local_piece(w1, rows, comm.rank()));
       // The colwise piece is exactly the matching columns of the single-rank h.
       const auto held = rows.held_indices(0, comm.rank());
       for (index_t t = 0; t < T; ++t)
         for (index_t j = 0; j < h_cols.dim(1); ++j) CHECK(h_cols[t * h_cols.dim(1) + j] == h[t * I + held[0].begin + j]);
-      const auto w2_cols = mp::cpu::local_piece(w2, cols, comm.rank());
+      const auto w2_cols = mp::local_piece(w2, cols, comm.rank());
       y[comm.rank()] = mp::cpu::rowwise_linear(comm, g, h_cols, w2_cols, &b2);
       // Sequence parallel: reduce-scatter needs T divisible by tp; pad to 8 tokens.
       mp::Tensor<float> h8({8, h_cols.dim(1)});

@@ -17,7 +17,7 @@
 #include "meshplan/core/bfloat16.hpp"
 #include "meshplan/core/size.hpp"
 #include "meshplan/cpu/linear.hpp"
-#include "meshplan/cpu/tensor.hpp"
+#include "meshplan/core/tensor.hpp"
 
 namespace meshplan::cpu {
 

@@ -1,6 +1,8 @@
 #pragma once
-// Dot products and linear layers with fp32 accumulation, in a fixed order (index 0 first),
-// so that a row's result does not depend on which rank computes it or with which other rows.
+// Dot products and linear layers with fp32 accumulation in one fixed order: from 0, index 0
+// first, each term by a fused multiply-add. A row's result then does not depend on which
+// rank computes it or with which other rows, and the fast kernels (cpu/gemm.hpp), which
+// keep that order per output, give the same bits.
 
 #include <cmath>
 #include <cstddef>
@@ -8,14 +10,14 @@
 
 #include "meshplan/core/bfloat16.hpp"
 #include "meshplan/core/size.hpp"
-#include "meshplan/cpu/tensor.hpp"
+#include "meshplan/core/tensor.hpp"
 
 namespace meshplan::cpu {
 
 template <class A, class B>
 inline float dot(const A* a, const B* b, index_t n) noexcept {
   float acc = 0.0f;
-  for (index_t i = 0; i < n; ++i) acc += to_float(a[i]) * to_float(b[i]);
+  for (index_t i = 0; i < n; ++i) acc = std::fma(to_float(a[i]), to_float(b[i]), acc);
   return acc;
 }
 

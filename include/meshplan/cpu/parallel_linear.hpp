@@ -19,7 +19,7 @@
 #include "meshplan/core/bfloat16.hpp"
 #include "meshplan/core/diagnostic.hpp"
 #include "meshplan/cpu/linear.hpp"
-#include "meshplan/cpu/tensor.hpp"
+#include "meshplan/core/tensor.hpp"
 #include "meshplan/mesh/group.hpp"
 #include "meshplan/placement/sharding.hpp"
 

@@ -4,9 +4,8 @@
 // Every (token, slot) pair is a row; pair p = token * top_k + slot. Sorting the pairs by
 // expert, stably (by pair index within an expert), gives the order rows are sent in:
 // experts ascending, so the rows for EP rank q (experts [q*E/ep, (q+1)*E/ep)) are one
-// contiguous block. After the all-to-all-v, rows arrive as blocks (source rank s, local
-// expert j) in s-major order; regrouping puts them j-major (then s), the order the grouped
-// expert MLP reads; its inverse puts the results back for the return trip.
+// contiguous block. Regrouping what arrives copies the row blocks moe/dispatch_plan.hpp
+// works out.
 
 #include <cstddef>
 #include <cstdint>
@@ -14,8 +13,9 @@
 #include <vector>
 
 #include "meshplan/core/diagnostic.hpp"
+#include "meshplan/core/row_block.hpp"
 #include "meshplan/core/size.hpp"
-#include "meshplan/cpu/router.hpp"
+#include "meshplan/model/routing.hpp"
 
 namespace meshplan {
 
@@ -25,13 +25,6 @@ struct ExpertOrder {
   std::vector<index_t> offsets;  // first sorted position of each expert; offsets[E] = rows
 };
 
-namespace cpu_rules {
-inline Message expert_id_valid(index_t pair, std::int32_t expert, index_t experts) {
-  if (expert >= 0 && expert < experts) return {};
-  return Message::rule("expert_id_valid") << "routing pair " << pair << " names expert " << expert
-                                          << ", outside 0.." << (experts - 1);
-}
-}  // namespace cpu_rules
 
 namespace cpu {
 
@@ -43,7 +36,7 @@ inline ExpertOrder sort_by_expert(const Routing& routing, index_t experts) {
                 std::vector<index_t>(static_cast<std::size_t>(experts + 1), 0)};
   for (index_t p = 0; p < pairs; ++p) {
     std::int32_t e = routing.experts[static_cast<std::size_t>(p)];
-    enforce(cpu_rules::expert_id_valid(p, e, experts));
+    enforce(routing_rules::expert_id_valid(p, e, experts));
     ++o.counts[static_cast<std::size_t>(e)];
   }
   for (index_t e = 0; e < experts; ++e) o.offsets[e + 1] = o.offsets[e] + o.counts[e];
@@ -73,42 +66,15 @@ inline std::vector<index_t> tokens_of(const ExpertOrder& o, index_t top_k) {
   return t;
 }
 
-/// A run of rows moved as one block when regrouping: rows [from, from + rows) of the
-/// received order go to [to, to + rows) of the expert-major order.
-struct RegroupBlock {
-  index_t from;
-  index_t to;
-  index_t rows;
-  friend constexpr bool operator==(const RegroupBlock&, const RegroupBlock&) = default;
-};
-
-/// For rows received as (source s, local expert j) blocks in s-major order with
-/// counts[s * experts + j], the blocks that put them j-major (then s). Empty blocks are left
-/// out. The CUDA layer copies these blocks on the device.
-inline std::vector<RegroupBlock> regroup_blocks(std::span<const index_t> counts, index_t sources, index_t experts) {
-  std::vector<index_t> start(static_cast<std::size_t>(sources * experts));
-  index_t pos = 0;
-  for (index_t i = 0; i < sources * experts; ++i) {
-    start[static_cast<std::size_t>(i)] = pos;
-    pos += counts[static_cast<std::size_t>(i)];
+/// Copies row blocks of `width` elements: out[to + r] = rows[from + r], or (inverse) the
+/// other way round, for the blocks of a regrouping (moe/dispatch_plan.hpp).
+template <class T>
+void copy_row_blocks(std::span<const T> rows, std::span<const RowBlock> blocks, index_t width, bool inverse,
+                     std::span<T> out) {
+  for (const RowBlock& b : blocks) {
+    const index_t from = inverse ? b.to : b.from, to = inverse ? b.from : b.to;
+    std::copy_n(rows.data() + from * width, b.rows * width, out.data() + to * width);
   }
-  std::vector<RegroupBlock> blocks;
-  index_t to = 0;
-  for (index_t j = 0; j < experts; ++j)
-    for (index_t s = 0; s < sources; ++s)
-      if (const index_t n = counts[static_cast<std::size_t>(s * experts + j)]; n > 0) {
-        blocks.push_back({start[static_cast<std::size_t>(s * experts + j)], to, n});
-        to += n;
-      }
-  return blocks;
-}
-
-/// The same as a per-row index: the received position of each row in j-major order.
-inline std::vector<index_t> regroup_index(std::span<const index_t> counts, index_t sources, index_t experts) {
-  std::vector<index_t> index;
-  for (const RegroupBlock& b : regroup_blocks(counts, sources, experts))
-    for (index_t r = 0; r < b.rows; ++r) index.push_back(b.from + r);
-  return index;
 }
 
 }  // namespace cpu

@@ -26,33 +26,11 @@
 #include "meshplan/core/diagnostic.hpp"
 #include "meshplan/core/size.hpp"
 #include "meshplan/cpu/linear.hpp"
-#include "meshplan/cpu/tensor.hpp"
+#include "meshplan/core/tensor.hpp"
 #include "meshplan/model/model_spec.hpp"
+#include "meshplan/model/routing.hpp"
 
 namespace meshplan {
-
-/// The experts each token goes to, and with which weights: [tokens, top_k] each.
-struct Routing {
-  index_t tokens = 0;
-  index_t top_k = 0;
-  std::vector<std::int32_t> experts;
-  std::vector<float> weights;
-
-  std::int32_t expert(index_t t, index_t slot) const noexcept {
-    return experts[static_cast<std::size_t>(t * top_k + slot)];
-  }
-  float weight(index_t t, index_t slot) const noexcept { return weights[static_cast<std::size_t>(t * top_k + slot)]; }
-  friend bool operator==(const Routing&, const Routing&) = default;
-};
-
-namespace cpu_rules {
-inline Message router_logits_finite(index_t token, index_t expert, float value) {
-  if (std::isfinite(value)) return {};
-  return Message::rule("router_logits_finite") << "the router logit of token " << token << " for expert " << expert
-                                               << " is " << (std::isnan(value) ? "NaN" : "infinite")
-                                               << "; routing needs finite logits (check the hidden states)";
-}
-}  // namespace cpu_rules
 
 namespace cpu {
 
@@ -82,7 +60,7 @@ inline Message check_logits(const Tensor<float>& logits) {
   const index_t tokens = logits.rank() == 2 ? logits.dim(0) : 0, experts = logits.rank() == 2 ? logits.dim(1) : 0;
   for (index_t t = 0; t < tokens; ++t)
     for (index_t e = 0; e < experts; ++e)
-      if (auto m = cpu_rules::router_logits_finite(t, e, logits[t * experts + e]); !m.ok()) return m;
+      if (auto m = routing_rules::router_logits_finite(t, e, logits[t * experts + e]); !m.ok()) return m;
   return {};
 }
 
@@ -102,7 +80,7 @@ inline Routing route(const ModelSpec& model, const Tensor<float>& logits, std::s
     std::span<float> w(r.weights.data() + t * k, static_cast<std::size_t>(k));
 
     if (model.router() == RouterKind::sigmoid_group_topk) {
-      enforce(cpu_rules::shape_matches("e_score_correction_bias", {static_cast<index_t>(correction_bias.size())}, {E}));
+      enforce(tensor_rules::shape_matches("e_score_correction_bias", {static_cast<index_t>(correction_bias.size())}, {E}));
       for (index_t e = 0; e < E; ++e) scores[e] = 1.0f / (1.0f + std::exp(-l[e]));
       std::vector<float> choice(static_cast<std::size_t>(E));
       for (index_t e = 0; e < E; ++e) choice[e] = scores[e] + correction_bias[e];

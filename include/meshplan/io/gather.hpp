@@ -13,8 +13,8 @@
 
 #include "meshplan/comm/communicator.hpp"
 #include "meshplan/core/diagnostic.hpp"
-#include "meshplan/cpu/slice.hpp"
-#include "meshplan/cpu/tensor.hpp"
+#include "meshplan/placement/slice.hpp"
+#include "meshplan/core/tensor.hpp"
 #include "meshplan/mesh/group.hpp"
 #include "meshplan/mesh/mesh_rules.hpp"
 #include "meshplan/placement/layout_spec.hpp"
@@ -40,7 +40,7 @@ Tensor<T> gather_full(C& comm, const Tensor<T>& piece, const LayoutSpec& layout)
   for (index_t r = 0; r < world.size(); ++r) {
     const auto n = counts[static_cast<std::size_t>(r)];
     Tensor<T> p(layout.local_extents(r), std::vector<T>(all.begin() + offset, all.begin() + offset + n));
-    cpu::place_piece(p, layout, r, full);
+    place_piece(p, layout, r, full);
     offset += n;
   }
   return full;

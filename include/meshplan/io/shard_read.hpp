@@ -18,7 +18,7 @@
 
 #include "meshplan/core/diagnostic.hpp"
 #include "meshplan/core/size.hpp"
-#include "meshplan/cpu/tensor.hpp"
+#include "meshplan/core/tensor.hpp"
 #include "meshplan/io/safetensors.hpp"
 #include "meshplan/placement/layout_spec.hpp"
 
@@ -71,7 +71,7 @@ inline std::string expert_name(std::string_view pattern, index_t e) {
 template <class T>
 Tensor<T> read_piece(const SafetensorsView& file, std::string_view name, const LayoutSpec& layout, index_t rank) {
   const TensorInfo& info = file.info(name);
-  enforce(cpu_rules::shape_matches("tensor '" + std::string(name) + "' of '" + file.source() + "'", info.shape,
+  enforce(tensor_rules::shape_matches("tensor '" + std::string(name) + "' of '" + file.source() + "'", info.shape,
                                    layout.global_extents()));
   Tensor<T> piece(layout.local_extents(rank));
   if (piece.numel() == 0) return piece;
@@ -133,7 +133,7 @@ Tensor<T> read_block_piece(const SafetensorsView& file, std::string_view prefix,
   if (!naming) throw RuleViolation(io_rules::block_tensor_missing(file.source(), prefix, name));
 
   const std::vector<index_t>& g = layout.global_extents();  // gate_up [E, 2I, H]; down [E, H, I]
-  enforce(cpu_rules::shape_matches("the fused experts' layout", {static_cast<index_t>(g.size())}, {3}));
+  enforce(tensor_rules::shape_matches("the fused experts' layout", {static_cast<index_t>(g.size())}, {3}));
   const index_t inter = gate_up ? g[1] / 2 : g[2];
   Tensor<T> piece(layout.local_extents(rank));
   if (piece.numel() == 0) return piece;
@@ -146,7 +146,7 @@ Tensor<T> read_block_piece(const SafetensorsView& file, std::string_view prefix,
     const std::string source = std::string(prefix) + detail::expert_name(pattern, e);
     const TensorInfo& info = file.info(source);
     const std::vector<index_t> expected = down ? std::vector<index_t>{g[1], inter} : std::vector<index_t>{inter, g[2]};
-    enforce(cpu_rules::shape_matches("tensor '" + source + "' of '" + file.source() + "'", info.shape, expected));
+    enforce(tensor_rules::shape_matches("tensor '" + source + "' of '" + file.source() + "'", info.shape, expected));
     const index_t own_row = down ? row : row % inter;
     for (const auto& r : runs.back()) {
       detail::convert_elements<T>(file.raw(info).data(), info.dtype,

@@ -21,7 +21,7 @@
 #include <utility>
 #include <vector>
 
-#include "meshplan/cpu/tensor.hpp"
+#include "meshplan/core/tensor.hpp"
 #include "meshplan/moe/moe_block.hpp"
 #include "meshplan/placement/layout_spec.hpp"
 
@@ -40,10 +40,11 @@ struct MoEBatchResult {
   index_t disagreements() const noexcept { return output_mismatches + routing_mismatches + unrouted_tokens; }
 };
 
-/// The forward a batch run calls by default: a host tensor in, a host tensor out.
+/// The forward a batch run calls by default: host tensors in and out. A forward for another
+/// backend returns the same shape of result: `hidden_states` on the host, and the state.
 struct HostForward {
   template <class Block, class Comm, class T>
-  Tensor<T> operator()(Block& block, Comm& comm, const Tensor<T>& x) const {
+  auto operator()(Block& block, Comm& comm, const Tensor<T>& x) const {
     return block.forward(comm, x);
   }
 };
@@ -58,7 +59,8 @@ inline std::vector<index_t> held_tokens(const LayoutSpec& tokens, index_t rank) 
 
 /// Runs `make_block(rank)`'s forward on every rank of `world` (ThreadWorld, CudaLocalWorld)
 /// with the rows of x [tokens, hidden] that `tokens` gives the rank, and puts the ranks'
-/// results together. `forward(block, comm, rows)` returns the block's output on the host.
+/// results together. `forward(block, comm, rows)` returns the block's output on the host
+/// (`hidden_states`) and the forward's state.
 template <class World, class T, class MakeBlock, class Forward = HostForward>
 MoEBatchResult<T> run_moe_batch(World& world, const LayoutSpec& tokens, const Tensor<T>& x, MakeBlock&& make_block,
                                 Forward forward = {}) {
@@ -84,15 +86,16 @@ MoEBatchResult<T> run_moe_batch(World& world, const LayoutSpec& tokens, const Te
     for (index_t t : mine.rows) in.insert(in.end(), x.data() + t * H, x.data() + (t + 1) * H);
     const Tensor<T> rows({static_cast<index_t>(mine.rows.size()), H}, std::move(in));
     const auto start = std::chrono::steady_clock::now();
-    mine.out = forward(block, comm, rows);
+    auto result = forward(block, comm, rows);
     mine.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    const RoutedRows& routed = block.routed_input_rows();
-    const Routing routing = block.last_routing();
+    mine.out = std::move(result.hidden_states);
+    const RoutedRows& routed = result.state.routed_rows;
+    const Routing routing = result.state.routing();
     for (index_t i = 0; i < routed.count; ++i) {
       mine.routed_rows.push_back(mine.rows[static_cast<std::size_t>(routed.input_row + i)]);
       for (index_t s = 0; s < routing.top_k; ++s) mine.ids.push_back(routing.expert(routed.routing_row + i, s));
     }
-    mine.rows_per_expert = block.rows_per_local_expert();
+    mine.rows_per_expert = result.state.rows_per_local_expert;
     if (r == 0) top_k = block.model().num_experts_per_tok;
   });
 

@@ -5,21 +5,30 @@
 // (reference.hpp): bit for bit where the plan only moves data (EP, SP, DP), within
 // rounding where it splits a sum over ranks (expert or shared-expert tensor parallelism).
 //
-//   using Block = mp::MoEBlock<Model, Mesh, Plan>;         // CPU backend, float storage
-//   Block block(mesh, rank, full_weights);                 // slices what the rank holds
-//   mp::Tensor<float> y = block.forward(comm, x);          // x: this rank's tokens
+//   using Block = mp::MoEBlock<Model, Mesh, Plan>;          // CPU backend, float storage
+//   Block block(mesh, rank, full_weights);                  // slices what the rank holds
+//   auto y = block.forward(comm, x);                        // x: this rank's tokens
+//   y.hidden_states                                         // the block's output rows
+//   y.state                                                 // what this forward decided (routing, ...)
 //
-// The pipeline is chosen at compile time from the plan (block_plan.hpp):
+// The pipeline is written once, here, for every backend (moe/moe_backend.hpp: the CPU's in
+// cpu/moe_backend.hpp, the GPU's in cuda/moe/cuda_backend.cuh), and chosen at compile time
+// from the plan (block_plan.hpp):
 //   entry hooks         gather sequence shards (SP) or split replicated tokens over an axis
-//   route               locally, on the tokens the rank holds
-//   routed experts      all local; or EP: sort (token, slot) pairs by expert, exchange
-//                       counts, all-to-all-v the rows, regroup by local expert, grouped
-//                       MLP, inverse regroup, all-to-all-v back, unsort
+//   route               locally, on the tokens the rank holds; sort the (token, slot) pairs
+//                       by expert; count per expert (the backend's one host sync)
+//   routed experts      all local, reading the tokens through the sorted pairs; or EP:
+//                       exchange counts, all-to-all-v the rows, regroup by local expert,
+//                       grouped MLP, inverse regroup, all-to-all-v back
+//   combine             weighted sum in slot order, from the rows in sorted order
 //   expert TP           each expert's intermediate dim split: partial sums all-reduced (or
 //                       reduce-scattered onto sequence shards) after the combine
-//   combine             weighted sum in slot order
 //   shared experts      DeepSeek-V3, whole or split like the experts
 //   exit hooks          gather or split back
+//
+// Everything a forward decides (the routing, the rows it routed, the exchange sizes) is in
+// the value it returns, never in the block: one block may run many forwards, and a backward
+// takes the state of the forward it differentiates.
 //
 // Bad input is refused on every rank alike before any data moves: hidden states of the
 // wrong shape, non-finite router logits, sequence shards of unequal sizes. The checks
@@ -31,23 +40,22 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "meshplan/comm/agree.hpp"
 #include "meshplan/comm/communicator.hpp"
 #include "meshplan/core/bfloat16.hpp"
 #include "meshplan/core/diagnostic.hpp"
+#include "meshplan/core/tensor.hpp"
 #include "meshplan/mesh/device_mesh.hpp"
 #include "meshplan/mesh/mesh_spec.hpp"
-#include "meshplan/cpu/combine.hpp"
-#include "meshplan/cpu/experts.hpp"
-#include "meshplan/cpu/permute.hpp"
-#include "meshplan/cpu/router.hpp"
-#include "meshplan/cpu/tensor.hpp"
 #include "meshplan/model/model_rules.hpp"
 #include "meshplan/model/model_spec.hpp"
+#include "meshplan/model/routing.hpp"
 #include "meshplan/moe/block_plan.hpp"
-#include "meshplan/moe/dispatch_counts.hpp"
+#include "meshplan/moe/dispatch_plan.hpp"
+#include "meshplan/moe/moe_backend.hpp"
 #include "meshplan/moe/moe_weights.hpp"
 #include "meshplan/moe/rank_weights.hpp"
 #include "meshplan/placement/sharding.hpp"
@@ -55,11 +63,8 @@
 
 namespace meshplan {
 
-/// The CPU reference backend; T is the storage type.
-template <StorageType T = float>
-struct CpuBackend {
-  using value_type = T;
-};
+template <StorageType T>
+class CpuBackend;  // cpu/moe_backend.hpp, included below: the default backend
 
 namespace detail {
 template <class Model>
@@ -146,257 +151,245 @@ struct MoEBlockRequirements {
 };
 }  // namespace detail
 
-/// The MoE block on the CPU backend; cuda/moe/moe_block.cuh specializes it for
-/// cuda::CudaBackend<T>.
+/// What one forward decided, for the caller (and, in training, for the backward).
+template <class Backend>
+struct MoEForwardState {
+  typename Backend::Routed routed;               // the routing of the rows this rank routed
+  RoutedRows routed_rows;                        // which input rows those are
+  std::vector<index_t> rows_per_local_expert;    // rows each local expert computed (all ranks' tokens)
+  std::vector<index_t> entry_counts;             // tokens per member of an SP entry gather
+  DispatchCounts dispatch;                       // the EP exchange's sizes (empty without EP)
+
+  /// The routing on the host (for CUDA, a copy from the device).
+  Routing routing() const { return Backend::host_routing(routed); }
+};
+
+template <class Backend>
+struct MoEForward {
+  typename Backend::template tensor<typename Backend::value_type> hidden_states;
+  MoEForwardState<Backend> state;
+};
+
 template <class Model, class Mesh, PlanType Plan, class Backend = CpuBackend<float>>
 class MoEBlock {
   static constexpr bool static_model = detail::MoEBlockRequirements<Model, Mesh, Plan>::static_model;
 
  public:
   using T = typename Backend::value_type;
+  template <class U>
+  using tensor = typename Backend::template tensor<U>;
+  using Forward = MoEForward<Backend>;
+  using State = MoEForwardState<Backend>;
   static constexpr MoEBlockPlan block_plan = moe_block_plan(Plan::entries);
 
   /// Slices this rank's weights from the full block weights by each parameter's layout.
-  MoEBlock(const Mesh& mesh, index_t rank, const MoEWeights<T>& full)
+  MoEBlock(const Mesh& mesh, index_t rank, const MoEWeights<T>& full, Backend backend = {})
     requires static_model
-      : MoEBlock(Model::spec, mesh, rank, full) {}
-  MoEBlock(const Mesh& mesh, index_t rank, const MoEWeightLoader<T>& load)
+      : MoEBlock(Model::spec, mesh, rank, full, std::move(backend)) {}
+  MoEBlock(const Mesh& mesh, index_t rank, const MoEWeightLoader<T>& load, Backend backend = {})
     requires static_model
-      : MoEBlock(Model::spec, mesh, rank, load) {}
+      : MoEBlock(Model::spec, mesh, rank, load, std::move(backend)) {}
 
   /// With a config known at run time (Model = RuntimeModel).
-  MoEBlock(const ModelSpec& model, const Mesh& mesh, index_t rank, const MoEWeights<T>& full)
-      : MoEBlock(model, mesh, rank, slice_of(model, full)) {}
+  MoEBlock(const ModelSpec& model, const Mesh& mesh, index_t rank, const MoEWeights<T>& full, Backend backend = {})
+      : MoEBlock(model, mesh, rank, slice_of(model, full), std::move(backend)) {}
 
-  MoEBlock(const ModelSpec& model, const Mesh& mesh, index_t rank, const MoEWeightLoader<T>& load)
-      : model_(model), mesh_(mesh), rank_(rank) {
+  MoEBlock(const ModelSpec& model, const Mesh& mesh, index_t rank, const MoEWeightLoader<T>& load,
+           Backend backend = {})
+      : model_(model), mesh_(mesh), rank_(rank), backend_(std::move(backend)) {
     RankWeights<T> mine = load_rank_weights(model_, MeshSpec(mesh_), Plan::entries, rank_, load);
-    w_ = std::move(mine.weights);
+    local_experts_ = mine.weights.gate_up.dim(0);
+    has_shared_ = mine.weights.has_shared();
     expert_begin_ = mine.first_expert;
+    w_ = backend_.prepare(std::move(mine.weights));
   }
 
   const ModelSpec& model() const noexcept { return model_; }
   index_t rank() const noexcept { return rank_; }
-  const MoEWeights<T>& local_weights() const noexcept { return w_; }
+  const typename Backend::Weights& local_weights() const noexcept { return w_; }
+  Backend& backend() noexcept { return backend_; }
   /// The global index of this rank's first local expert.
   index_t first_local_expert() const noexcept { return expert_begin_; }
-  index_t local_experts() const noexcept { return w_.gate_up.dim(0); }
-  /// Rows each local expert computed in the last forward (all ranks' tokens routed here).
-  const std::vector<index_t>& rows_per_local_expert() const noexcept { return rows_per_expert_; }
-  /// The routing of the tokens this rank routed in the last forward (after entry hooks).
-  const Routing& last_routing() const noexcept { return routing_; }
-  /// Which rows of the last forward's input the routing's rows are (see RoutedRows).
-  const RoutedRows& routed_input_rows() const noexcept { return routed_rows_; }
+  index_t local_experts() const noexcept { return local_experts_; }
 
   /// x: the tokens this rank holds at the block's input, [tokens, hidden]. Returns the
   /// block's output for the tokens the rank holds at its output (the same tokens, for
-  /// every built-in plan).
+  /// every built-in plan), and what the forward decided.
   template <Communicator C>
-  Tensor<T> forward(C& comm, const Tensor<T>& x_in) {
-    const index_t H = model_.hidden_size;
-    const Group world = comm.world_group();
-    agree(comm,
-          first_of({moe_rules::rank_matches(rank_, comm.rank()), moe_rules::hidden_states_shape(x_in.shape(), H)}),
+  Forward forward(C& comm, const tensor<T>& x_in) {
+    auto ctx = backend_.context(comm);
+    auto& host = Backend::host_comm(comm);
+    const Group world = host.world_group();
+    agree(host,
+          first_of({moe_rules::rank_matches(rank_, comm.rank()),
+                    moe_rules::hidden_states_shape(x_in.shape(), model_.hidden_size)}),
           world);
 
-    Tensor<T> x = x_in;
-    routed_rows_ = {0, 0, x_in.dim(0)};
-    for (const MoEHook& h : std::span(block_plan.entry).first(block_plan.entry_count))
-      x = apply_hook(comm, h, x, HookSide::entry);
-    const index_t tokens = x.dim(0);
+    State state;
+    state.routed_rows = {0, 0, x_in.dim(0)};
+    const tensor<T>* x = &x_in;
+    tensor<T> hooked;
+    for (const MoEHook& h : std::span(block_plan.entry).first(block_plan.entry_count)) {
+      hooked = apply_hook(comm, ctx, h, *x, HookSide::entry, state);
+      x = &hooked;
+    }
+    const index_t tokens = x->dim(0);
 
-    // Route; a non-finite logit is refused on every rank before any row moves.
-    const Tensor<float> logits = cpu::router_logits(x, w_.router);
-    agree(comm, cpu::check_logits(logits), world);
-    routing_ = cpu::route(model_, logits, w_.correction_bias.span());
+    // Route, sort and count; a bad logit is refused on every rank before any row moves.
+    state.routed = backend_.route(ctx, *x, w_, model_);
+    agree(host, state.routed.problem, world);
 
-    // Routed experts: one output row per (token, slot), fp32 when the intermediate dim is
-    // split (partial sums), else stored in T as the reference stores it.
+    // Routed experts: one output row per (token, slot) in sorted order, fp32 when the
+    // intermediate dim is split (partial sums), else stored in T as the reference stores it.
     constexpr bool routed_partial = !block_plan.expert_tp_axis.empty();
     using Row = std::conditional_t<routed_partial, float, T>;
-    std::vector<Row> y = block_plan.expert_parallel() ? dispatch_and_compute<Row>(comm, x) : compute_local<Row>(x);
-    std::vector<float> routed(static_cast<std::size_t>(tokens * H));
-    cpu::combine<Row>(routing_, y, H, routed);
-
-    std::vector<float> shared;
-    if (w_.has_shared()) {
-      shared.resize(static_cast<std::size_t>(tokens * H));
-      cpu::dense_mlp(x, w_.shared_gate, w_.shared_up, w_.shared_down, shared);
+    tensor<Row> y;
+    if constexpr (block_plan.expert_parallel()) {
+      y = dispatch_and_compute<Row>(comm, ctx, *x, state);
+    } else {
+      const std::vector<index_t> offsets = exclusive_offsets(state.routed.counts);
+      state.rows_per_local_expert = state.routed.counts;
+      y = backend_.template expert_mlp<Row>(ctx, *x, &state.routed, offsets, w_);
     }
-    Tensor<T> out = finish(comm, std::move(routed), std::move(shared), tokens);
+    tensor<float> routed = backend_.combine(ctx, y, state.routed, model_.hidden_size);
+
+    tensor<float> shared;
+    if (has_shared_) shared = backend_.shared_mlp(ctx, *x, w_);
+    tensor<T> out = finish(comm, ctx, std::move(routed), std::move(shared), tokens);
     for (const MoEHook& h : std::span(block_plan.exit).first(block_plan.exit_count))
-      out = apply_hook(comm, h, out, HookSide::exit);
-    return out;
+      out = apply_hook(comm, ctx, h, out, HookSide::exit, state);
+    return {std::move(out), std::move(state)};
   }
 
  private:
+  using Context = typename Backend::Context;
+
   Group group(std::string_view axis) const { return mesh_.group(rank_, {axis}); }
+
+  static std::vector<index_t> exclusive_offsets(std::span<const index_t> counts) {
+    std::vector<index_t> offsets(counts.size() + 1, 0);
+    for (std::size_t e = 0; e < counts.size(); ++e) offsets[e + 1] = offsets[e] + counts[e];
+    return offsets;
+  }
 
   /// A prepare-input or -output hook on the token dim.
   template <Communicator C>
-  Tensor<T> apply_hook(C& comm, const MoEHook& h, const Tensor<T>& x, HookSide side) {
+  tensor<T> apply_hook(C& comm, Context& ctx, const MoEHook& h, const tensor<T>& x, HookSide side, State& state) {
     const index_t H = model_.hidden_size;
     const std::string_view label = hook_label(side);
+    auto& host = Backend::host_comm(comm);
     if (h.from == Act::shard_seq && h.to == Act::replicate) {
       const Group g = group(h.axis);
       std::vector<index_t> counts(static_cast<std::size_t>(g.size()));
-      index_t mine = x.dim(0);
-      comm.all_gather(std::span<const index_t>(&mine, 1), std::span<index_t>(counts), g, label);
+      const index_t mine = x.dim(0);
+      host.all_gather(std::span<const index_t>(&mine, 1), std::span<index_t>(counts), g, label);
       if (side == HookSide::entry) {
-        gathered_counts_ = counts;  // tokens per member, for the reduce-scatter back
-        routed_rows_ = routed_rows_.after_gather(counts, g.rank);
+        state.entry_counts = counts;  // tokens per member, for the reduce-scatter back
+        state.routed_rows = state.routed_rows.after_gather(counts, g.rank);
         // The reduce-scatter back needs equal shards: refuse before any row moves.
         if constexpr (block_plan.reduce_scatters())
-          agree(comm, moe_rules::sequence_shards_equal(h.axis, counts), comm.world_group());
+          agree(host, moe_rules::sequence_shards_equal(h.axis, counts), host.world_group());
       }
       index_t total = 0;
       for (index_t& c : counts) total += (c *= H);
-      Tensor<T> gathered({total / H, H});
+      tensor<T> gathered({total / H, H});
       comm.all_gather_v(x.span(), gathered.span(), counts, g, label);
       return gathered;
     }
     if (h.from == Act::replicate && h.to == Act::shard_seq) {
       const Group g = group(h.axis);
       const Chunk c = chunk(x.dim(0), g.size(), g.rank);
-      if (side == HookSide::entry) routed_rows_ = routed_rows_.after_split(c.offset, c.size);
-      return Tensor<T>({c.size, H}, std::vector<T>(x.data() + c.offset * H, x.data() + (c.offset + c.size) * H));
+      if (side == HookSide::entry) state.routed_rows = state.routed_rows.after_split(c.offset, c.size);
+      return backend_.slice_rows(ctx, x, c.offset, c.size);
     }
-    return x;
+    return backend_.slice_rows(ctx, x, 0, x.dim(0));
   }
 
-  /// Every expert on this rank (tensor parallel or replicated experts).
-  template <class Row>
-  std::vector<Row> compute_local(const Tensor<T>& x) {
-    const index_t H = model_.hidden_size, k = routing_.top_k;
-    const ExpertOrder order = cpu::sort_by_expert(routing_, model_.num_experts);
-    std::vector<T> rows(order.order.size() * static_cast<std::size_t>(H));
-    cpu::gather_rows<T>(x.span(), cpu::tokens_of(order, k), H, rows);
-    rows_per_expert_ = order.counts;
-    return run_experts<Row>(rows, order.offsets, order.order);
-  }
-
-  /// Expert parallelism: the rows travel to the ranks holding their experts and back.
+  /// Expert parallelism: the rows travel to the ranks holding their experts and back; the
+  /// result is in sorted pair order, as the local path leaves it.
   template <class Row, Communicator C>
-  std::vector<Row> dispatch_and_compute(C& comm, const Tensor<T>& x) {
-    const index_t H = model_.hidden_size, k = routing_.top_k, E = model_.num_experts;
+  tensor<Row> dispatch_and_compute(C& comm, Context& ctx, const tensor<T>& x, State& state) {
+    const index_t H = model_.hidden_size, E = model_.num_experts;
     const Group ep = group(block_plan.ep_axis);
     const index_t P = ep.size(), El = E / P;
 
-    const ExpertOrder order = cpu::sort_by_expert(routing_, E);
-    std::vector<T> send(order.order.size() * static_cast<std::size_t>(H));
-    cpu::gather_rows<T>(x.span(), cpu::tokens_of(order, k), H, send);
-
-    // Rows per (source rank, local expert): what each rank sends to each.
+    // Rows per (source member, local expert): what each member sends to each.
     std::vector<index_t> from(static_cast<std::size_t>(E));
-    comm.all_to_all(std::span<const index_t>(order.counts), std::span<index_t>(from), ep, "counts");
-    const DispatchCounts counts = dispatch_counts(order.counts, from, P);
+    Backend::host_comm(comm).all_to_all(std::span<const index_t>(state.routed.counts), std::span<index_t>(from), ep,
+                                        "counts");
+    state.dispatch = dispatch_counts(state.routed.counts, from, P);
+    const DispatchCounts& counts = state.dispatch;
     const std::vector<index_t> send_counts = DispatchCounts::elements(counts.send_rows, H);
     const std::vector<index_t> recv_counts = DispatchCounts::elements(counts.recv_rows, H);
-    std::vector<T> recv(static_cast<std::size_t>(counts.received() * H));
-    comm.all_to_all_v(std::span<const T>(send), send_counts, std::span<T>(recv), recv_counts, ep, "dispatch");
+
+    const tensor<T> send = backend_.rows_by_expert(ctx, x, state.routed);
+    tensor<T> recv({counts.received(), H});
+    comm.all_to_all_v(std::span<const T>(send.span()), send_counts, recv.span(), recv_counts, ep, "dispatch");
 
     // Regroup by local expert, run them, and put the results back in arrival order.
-    const std::vector<index_t> regroup = cpu::regroup_index(from, P, El);
-    std::vector<T> grouped(recv.size());
-    cpu::gather_rows<T>(recv, regroup, H, grouped);
-    rows_per_expert_ = counts.rows_per_local_expert;
-    const std::vector<index_t>& offsets = counts.local_offsets;
-    const std::vector<Row> y_grouped = run_experts<Row>(grouped, offsets, regroup);
+    const std::vector<RowBlock> blocks = regroup_blocks(from, P, El);
+    const tensor<T> grouped = backend_.regroup(ctx, recv, blocks, false);
+    state.rows_per_local_expert = counts.rows_per_local_expert;
+    const tensor<Row> y_grouped =
+        backend_.template expert_mlp<Row>(ctx, grouped, nullptr, counts.local_offsets, w_);
+    const tensor<Row> y_arrival = backend_.regroup(ctx, y_grouped, blocks, true);
 
-    // Back to the senders, then from expert order to (token, slot) order.
-    std::vector<Row> returned(send.size());
-    comm.all_to_all_v(std::span<const Row>(y_grouped), recv_counts, std::span<Row>(returned), send_counts, ep,
-                      "combine");
-    std::vector<Row> y(returned.size());
-    cpu::scatter_rows<Row>(returned, order.order, H, y);
+    tensor<Row> y({send.dim(0), H});
+    comm.all_to_all_v(std::span<const Row>(y_arrival.span()), recv_counts, y.span(), send_counts, ep, "combine");
     return y;
-  }
-
-  /// The grouped MLP on expert-grouped rows. The result is scattered by `index` back to
-  /// the rows' previous order (pair order, or arrival order under EP).
-  template <class Row>
-  std::vector<Row> run_experts(std::span<const T> rows, std::span<const index_t> offsets,
-                               std::span<const index_t> index) {
-    const index_t H = model_.hidden_size;
-    std::vector<float> y(rows.size());
-    cpu::grouped_expert_mlp<T>(rows, offsets, w_.gate_up, w_.down, y);
-    std::vector<Row> stored(y.size());
-    for (std::size_t i = 0; i < y.size(); ++i) stored[i] = from_float<Row>(y[i]);
-    std::vector<Row> out(y.size());
-    cpu::scatter_rows<Row>(stored, index, H, out);
-    return out;
   }
 
   /// Reduces partial sums and adds the shared experts, with the reference's roundings.
   template <Communicator C>
-  Tensor<T> finish(C& comm, std::vector<float> routed, std::vector<float> shared, index_t tokens) {
-    const index_t H = model_.hidden_size;
+  tensor<T> finish(C& comm, Context& ctx, tensor<float> routed, tensor<float> shared, index_t tokens) {
     constexpr auto& bp = block_plan;
-    const bool has_shared = !shared.empty();
     // Both partial over the same axis the same way: one reduction of their sum.
-    if (has_shared && !bp.expert_tp_axis.empty() && bp.expert_tp_axis == bp.shared_tp_axis &&
+    if (has_shared_ && !bp.expert_tp_axis.empty() && bp.expert_tp_axis == bp.shared_tp_axis &&
         bp.expert_reduce == bp.shared_reduce) {
-      for (std::size_t i = 0; i < routed.size(); ++i) routed[i] += shared[i];
-      return round(reduce(comm, std::move(routed), tokens, bp.expert_tp_axis, bp.expert_reduce, "expert tp"));
+      backend_.add(ctx, routed, shared);
+      const tensor<float> r = reduce(comm, std::move(routed), tokens, bp.expert_tp_axis, bp.expert_reduce, "expert tp");
+      return backend_.round_sum(ctx, r, nullptr);
     }
-    index_t out_tokens = tokens;
-    std::vector<float> r = reduce(comm, std::move(routed), tokens, bp.expert_tp_axis, bp.expert_reduce, "expert tp");
-    std::vector<float> s;
-    if (has_shared)
-      s = reduce(comm, std::move(shared), tokens, bp.shared_tp_axis, bp.shared_reduce, "shared tp");
-    out_tokens = static_cast<index_t>(r.size()) / std::max<index_t>(H, 1);
+    tensor<float> r = reduce(comm, std::move(routed), tokens, bp.expert_tp_axis, bp.expert_reduce, "expert tp");
+    if (!has_shared_) return backend_.round_sum(ctx, r, nullptr);
+    tensor<float> s = reduce(comm, std::move(shared), tokens, bp.shared_tp_axis, bp.shared_reduce, "shared tp");
     // One of the two may have been scattered onto a sequence shard: take the same rows of the other.
-    if (has_shared && s.size() != r.size()) {
-      const bool routed_scattered = r.size() < s.size();
-      std::string_view axis = routed_scattered ? bp.expert_tp_axis : bp.shared_tp_axis;
-      const Group g = group(axis);
-      auto& whole = routed_scattered ? s : r;
+    if (s.dim(0) != r.dim(0)) {
+      const bool routed_scattered = r.dim(0) < s.dim(0);
+      const Group g = group(routed_scattered ? bp.expert_tp_axis : bp.shared_tp_axis);
       const index_t per = tokens / g.size();
-      whole = std::vector<float>(whole.begin() + g.rank * per * H, whole.begin() + (g.rank + 1) * per * H);
-      out_tokens = per;
+      tensor<float>& whole = routed_scattered ? s : r;
+      whole = backend_.slice_rows(ctx, whole, g.rank * per, per);
     }
-    Tensor<T> out({out_tokens, H});
-    for (index_t i = 0; i < out.numel(); ++i) {
-      float v = to_float(from_float<T>(r[i]));
-      if (has_shared) v += to_float(from_float<T>(s[i]));
-      out[i] = from_float<T>(v);
-    }
-    return out;
+    return backend_.round_sum(ctx, r, &s);
   }
 
   template <Communicator C>
-  std::vector<float> reduce(C& comm, std::vector<float> partial, index_t tokens, std::string_view axis,
-                            PartialReduce how, std::string_view label) {
+  tensor<float> reduce(C& comm, tensor<float> partial, index_t tokens, std::string_view axis, PartialReduce how,
+                       std::string_view label) {
     if (how == PartialReduce::none || axis.empty()) return partial;
     const Group g = group(axis);
     if (how == PartialReduce::all_reduce) {
-      comm.all_reduce(std::span<float>(partial), g, ReduceOp::sum, label);
+      comm.all_reduce(partial.span(), g, ReduceOp::sum, label);
       return partial;
     }
-    // Onto sequence shards: the tokens came gathered from equal shards.
-    enforce(moe_rules::sequence_shards_equal(axis, gathered_counts_));
+    // Onto sequence shards: the tokens came gathered from equal shards (checked at entry).
     enforce(plan_rules::sequence_divisible(axis, tokens, g.size()));
-    std::vector<float> mine(partial.size() / static_cast<std::size_t>(g.size()));
-    comm.reduce_scatter(std::span<const float>(partial), std::span<float>(mine), g, ReduceOp::sum, label);
+    tensor<float> mine({tokens / g.size(), model_.hidden_size});
+    comm.reduce_scatter(std::span<const float>(partial.span()), mine.span(), g, ReduceOp::sum, label);
     return mine;
-  }
-
-  Tensor<T> round(const std::vector<float>& v) const {
-    const index_t H = model_.hidden_size;
-    Tensor<T> out({static_cast<index_t>(v.size()) / H, H});
-    for (index_t i = 0; i < out.numel(); ++i) out[i] = from_float<T>(v[i]);
-    return out;
   }
 
   ModelSpec model_;
   Mesh mesh_;
   index_t rank_;
-  MoEWeights<T> w_;
+  Backend backend_;
+  typename Backend::Weights w_;
+  index_t local_experts_ = 0;
+  bool has_shared_ = false;
   index_t expert_begin_ = 0;
-  Routing routing_;
-  std::vector<index_t> rows_per_expert_;
-  std::vector<index_t> gathered_counts_;
-  RoutedRows routed_rows_;
 };
 
 }  // namespace meshplan
+
+#include "meshplan/cpu/moe_backend.hpp"

@@ -18,7 +18,7 @@
 
 #include "meshplan/core/bfloat16.hpp"
 #include "meshplan/core/size.hpp"
-#include "meshplan/cpu/tensor.hpp"
+#include "meshplan/core/tensor.hpp"
 #include "meshplan/model/model_spec.hpp"
 
 namespace meshplan {

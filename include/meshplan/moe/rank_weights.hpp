@@ -8,8 +8,8 @@
 #include <utility>
 
 #include "meshplan/core/diagnostic.hpp"
-#include "meshplan/cpu/slice.hpp"
-#include "meshplan/cpu/tensor.hpp"
+#include "meshplan/placement/slice.hpp"
+#include "meshplan/core/tensor.hpp"
 #include "meshplan/mesh/mesh_spec.hpp"
 #include "meshplan/model/model_rules.hpp"
 #include "meshplan/model/model_spec.hpp"
@@ -41,10 +41,10 @@ MoEWeightLoader<T> slice_of(const MoEWeights<T>& full) {
     return full.shared_down;
   };
   return {[tensor](std::string_view name, const LayoutSpec& layout, index_t rank) {
-            return cpu::local_piece(tensor(name), layout, rank);
+            return local_piece(tensor(name), layout, rank);
           },
           [&full](std::string_view, const LayoutSpec& layout, index_t rank) {
-            return cpu::local_piece(full.correction_bias, layout, rank);
+            return local_piece(full.correction_bias, layout, rank);
           }};
 }
 

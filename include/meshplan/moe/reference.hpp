@@ -8,14 +8,14 @@
 // stored in T; the routed sum is stored in T; the shared experts' output is stored in T;
 // the block's output is their sum, stored in T.
 
+#include <cmath>
 #include <span>
 #include <vector>
 
 #include "meshplan/core/bfloat16.hpp"
-#include "meshplan/cpu/combine.hpp"
 #include "meshplan/cpu/experts.hpp"
 #include "meshplan/cpu/router.hpp"
-#include "meshplan/cpu/tensor.hpp"
+#include "meshplan/core/tensor.hpp"
 #include "meshplan/model/model_spec.hpp"
 #include "meshplan/moe/moe_weights.hpp"
 
@@ -39,7 +39,7 @@ Tensor<T> reference_moe_forward(const ModelSpec& model, const MoEWeights<T>& w, 
       const index_t e = routing.expert(t, s);
       const T* gate = w.gate_up.data() + e * 2 * I * H;
       cpu::mlp_row(x.data() + t * H, gate, gate + I * H, w.down.data() + e * H * I, H, I, y.data(), act);
-      for (index_t h = 0; h < H; ++h) routed[h] += routing.weight(t, s) * to_float(from_float<T>(y[h]));
+      for (index_t h = 0; h < H; ++h) routed[h] = std::fma(routing.weight(t, s), to_float(from_float<T>(y[h])), routed[h]);
     }
     if (w.has_shared()) {
       const index_t S = w.shared_gate.dim(0);

@@ -17,7 +17,7 @@
 
 #include "meshplan/core/diagnostic.hpp"
 #include "meshplan/core/size.hpp"
-#include "meshplan/cpu/tensor.hpp"
+#include "meshplan/core/tensor.hpp"
 #include "meshplan/cuda/core/buffer.cuh"
 #include "meshplan/cuda/core/device_types.cuh"
 
@@ -37,7 +37,7 @@ class DeviceTensor {
  public:
   DeviceTensor() = default;
   explicit DeviceTensor(std::vector<index_t> shape) : shape_(std::move(shape)) {
-    enforce(cpu_rules::extents_valid(shape_));
+    enforce(tensor_rules::extents_valid(shape_));
     buffer_.resize(static_cast<std::size_t>(element_count(shape_)));
   }
 
@@ -54,13 +54,13 @@ class DeviceTensor {
 
   /// Changes the shape; reallocates (without keeping the contents) when it grows.
   void reshape(std::vector<index_t> shape) {
-    enforce(cpu_rules::extents_valid(shape));
+    enforce(tensor_rules::extents_valid(shape));
     shape_ = std::move(shape);
     buffer_.resize(static_cast<std::size_t>(element_count(shape_)));
   }
 
   void require_shape(std::string_view what, const std::vector<index_t>& expected) const {
-    enforce(cpu_rules::shape_matches(what, shape_, expected));
+    enforce(tensor_rules::shape_matches(what, shape_, expected));
   }
 
  private:

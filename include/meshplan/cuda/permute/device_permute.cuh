@@ -28,7 +28,7 @@
 #include <vector>
 
 #include "meshplan/core/diagnostic.hpp"
-#include "meshplan/cpu/permute.hpp"
+#include "meshplan/core/row_block.hpp"
 #include "meshplan/cuda/core/buffer.cuh"
 #include "meshplan/cuda/core/device_types.cuh"
 #include "meshplan/cuda/core/error.cuh"
@@ -148,9 +148,9 @@ struct DevicePermute {
   }
 
   /// Rows received as (source, local expert) blocks into expert-major order (`inverse`:
-  /// back). `blocks` come from cpu::regroup_blocks; they are uploaded into `table`.
+  /// back). `blocks` come from regroup_blocks (moe/dispatch_plan.hpp); they are uploaded into `table`.
   template <DeviceElement T>
-  static void regroup(const T* in, T* out, std::span<const cpu::RegroupBlock> blocks, long long hidden, bool inverse,
+  static void regroup(const T* in, T* out, std::span<const RowBlock> blocks, long long hidden, bool inverse,
                       DeviceBuffer<kernels::RowBlock>& table, cudaStream_t stream) {
     long long total = 0;
     std::vector<kernels::RowBlock> rows;

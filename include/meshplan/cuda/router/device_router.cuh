@@ -18,7 +18,7 @@
 #include <limits>
 
 #include "meshplan/core/diagnostic.hpp"
-#include "meshplan/cpu/router.hpp"
+#include "meshplan/model/routing.hpp"
 #include "meshplan/cuda/core/device_types.cuh"
 #include "meshplan/cuda/core/error.cuh"
 #include "meshplan/model/model_rules.hpp"
@@ -182,7 +182,7 @@ inline Message bad_logit(unsigned long long first_bad, int experts) {
   if (first_bad == no_bad_logit) return {};
   const auto at = static_cast<long long>(first_bad / 2);
   const float value = first_bad % 2 ? std::numeric_limits<float>::quiet_NaN() : std::numeric_limits<float>::infinity();
-  return cpu_rules::router_logits_finite(at / experts, at % experts, value);
+  return routing_rules::router_logits_finite(at / experts, at % experts, value);
 }
 
 struct DeviceRouter {

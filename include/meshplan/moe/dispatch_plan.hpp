@@ -1,13 +1,20 @@
 #pragma once
-// The sizes of an expert-parallel exchange, worked out on the host from two count tables:
-// the rows this rank routes to every global expert, and (after the count all-to-all) the
-// rows every member of the EP group routes to each of this rank's experts. Members hold
-// contiguous runs of E / P experts, member q experts [q * E/P, (q + 1) * E/P).
+// The host side of an expert-parallel exchange, the same for every backend: its sizes,
+// worked out from two count tables (the rows this rank routes to every global expert, and,
+// after the count all-to-all, the rows every member of the EP group routes to each of this
+// rank's experts), and the row blocks that regroup what arrives. Members hold contiguous
+// runs of E / P experts, member q experts [q * E/P, (q + 1) * E/P).
+//
+// Rows leave sorted by expert, so those for member q are one contiguous block. They arrive
+// as blocks (source member s, local expert j) in s-major order; regrouping puts them
+// j-major (then s), the order the grouped expert MLP reads, and its inverse puts the
+// results back for the return trip.
 
 #include <span>
 #include <vector>
 
 #include "meshplan/core/diagnostic.hpp"
+#include "meshplan/core/row_block.hpp"
 #include "meshplan/core/size.hpp"
 
 namespace meshplan {
@@ -52,6 +59,27 @@ inline DispatchCounts dispatch_counts(std::span<const index_t> to_expert, std::s
     d.local_offsets[static_cast<std::size_t>(j + 1)] =
         d.local_offsets[static_cast<std::size_t>(j)] + d.rows_per_local_expert[static_cast<std::size_t>(j)];
   return d;
+}
+
+/// For rows received as (source s, local expert j) blocks in s-major order with
+/// counts[s * experts + j], the blocks that put them j-major (then s). Empty blocks are left
+/// out.
+inline std::vector<RowBlock> regroup_blocks(std::span<const index_t> counts, index_t sources, index_t experts) {
+  std::vector<index_t> start(static_cast<std::size_t>(sources * experts));
+  index_t pos = 0;
+  for (index_t i = 0; i < sources * experts; ++i) {
+    start[static_cast<std::size_t>(i)] = pos;
+    pos += counts[static_cast<std::size_t>(i)];
+  }
+  std::vector<RowBlock> blocks;
+  index_t to = 0;
+  for (index_t j = 0; j < experts; ++j)
+    for (index_t s = 0; s < sources; ++s)
+      if (const index_t n = counts[static_cast<std::size_t>(s * experts + j)]; n > 0) {
+        blocks.push_back({start[static_cast<std::size_t>(s * experts + j)], to, n});
+        to += n;
+      }
+  return blocks;
 }
 
 }  // namespace meshplan

@@ -24,7 +24,7 @@ inline Message& operator<<(Message& m, const std::vector<index_t>& shape) {
   return m << std::span<const index_t>(shape);
 }
 
-namespace cpu_rules {
+namespace tensor_rules {
 inline Message shape_matches(std::string_view what, const std::vector<index_t>& got,
                              const std::vector<index_t>& expected) {
   if (got == expected) return {};
@@ -38,7 +38,7 @@ inline Message extents_valid(const std::vector<index_t>& shape) {
     if (e < 0) return Message::rule("shape_matches") << "a tensor extent is negative (" << e << ")";
   return {};
 }
-}  // namespace cpu_rules
+}  // namespace tensor_rules
 
 /// The number of elements of a tensor of this shape.
 inline index_t element_count(const std::vector<index_t>& shape) noexcept {
@@ -52,12 +52,12 @@ class Tensor {
  public:
   Tensor() = default;
   explicit Tensor(std::vector<index_t> shape) : shape_(std::move(shape)) {
-    enforce(cpu_rules::extents_valid(shape_));
+    enforce(tensor_rules::extents_valid(shape_));
     data_.resize(static_cast<std::size_t>(count(shape_)));
   }
   Tensor(std::vector<index_t> shape, std::vector<T> data) : shape_(std::move(shape)), data_(std::move(data)) {
-    enforce(cpu_rules::extents_valid(shape_));
-    enforce(cpu_rules::shape_matches("the data", {static_cast<index_t>(data_.size())}, {count(shape_)}));
+    enforce(tensor_rules::extents_valid(shape_));
+    enforce(tensor_rules::shape_matches("the data", {static_cast<index_t>(data_.size())}, {count(shape_)}));
   }
 
   const std::vector<index_t>& shape() const noexcept { return shape_; }
@@ -84,7 +84,7 @@ class Tensor {
   const T& operator[](index_t i) const noexcept { return data_[static_cast<std::size_t>(i)]; }
 
   void require_shape(std::string_view what, const std::vector<index_t>& expected) const {
-    enforce(cpu_rules::shape_matches(what, shape_, expected));
+    enforce(tensor_rules::shape_matches(what, shape_, expected));
   }
 
   friend bool operator==(const Tensor&, const Tensor&) = default;

@@ -6,10 +6,10 @@
 #include <vector>
 
 #include "meshplan/core/size.hpp"
-#include "meshplan/cpu/tensor.hpp"
+#include "meshplan/core/tensor.hpp"
 #include "meshplan/placement/layout_spec.hpp"
 
-namespace meshplan::cpu {
+namespace meshplan {
 
 namespace detail {
 /// Flattened global indices, per dim, of what `rank` holds.
@@ -61,4 +61,4 @@ void place_piece(const Tensor<T>& piece, const LayoutSpec& layout, index_t rank,
                         [&](index_t local, index_t global) { full[global] = piece[local]; });
 }
 
-}  // namespace meshplan::cpu
+}  // namespace meshplan

@@ -1,0 +1,64 @@
+#pragma once
+// What a backend supplies to the MoE pipeline (moe/moe_block.hpp): its tensors and weights,
+// and the primitives the pipeline strings together. The pipeline (hooks, count exchange,
+// dispatch, regroup, partial sums, shared experts, SP reduce-scatter) is written once; a
+// backend only computes. cpu/moe_backend.hpp and cuda/moe/cuda_backend.cuh are the two.
+//
+//   typename B::value_type          the storage type T (float or bfloat16)
+//   B::tensor<U>                    a row-major tensor of U on the backend (span(), dim(), shape())
+//   typename B::Weights             a rank's weights as the backend keeps them: b.prepare(MoEWeights<T>)
+//   typename B::Routed              one forward's routing: ids, weights, the (token, slot) pairs
+//                                   sorted by expert (stable), per-expert counts on the host
+//                                   (`counts`), `tokens`, `top_k`, and `problem` (a bad logit or
+//                                   expert id: the pipeline agrees on it over all ranks)
+//   typename B::Context             where a forward runs (the CPU's thread pool, the CUDA stream):
+//                                   b.context(comm)
+//   B::host_comm(comm)              the communicator for host-memory exchanges (counts, agreement)
+//
+// The primitives, all taking the Context first:
+//   route(x, w, model) -> Routed                      logits, the family's router, sort, counts:
+//                                                     CUDA's one device-to-host copy is here
+//   rows_by_expert(x, routed) -> tensor<T>            x's rows in sorted pair order (to send)
+//   slice_rows(t, offset, count) -> tensor<U>         rows [offset, +count)
+//   regroup(t, blocks, inverse) -> tensor<U>          copies row blocks (moe/dispatch_plan.hpp)
+//   expert_mlp<Row>(rows, through, offsets, w)        the grouped SwiGLU MLP over local experts;
+//                                                     rows grouped by `offsets`, or read through
+//                                                     `through`'s sorted pairs; Row = T, or float
+//                                                     partial sums when experts are split over tp
+//   combine(y, routed, hidden) -> tensor<float>       out[t] = sum over slots, in order, of
+//                                                     w[t, s] * y[sorted position of (t, s)]
+//   shared_mlp(x, w) -> tensor<float>                 the dense shared experts
+//   add(a, b)                                         a += b (fp32)
+//   round_sum(r, s) -> tensor<T>                      round(r), or round(round(r) + round(s))
+//   host_routing(routed) -> Routing                   the routing on the host
+//
+// Every primitive keeps each output's summation order fixed (the reference's), so a row's
+// results do not depend on which rank computes it or with which other rows.
+
+#include <concepts>
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include "meshplan/core/bfloat16.hpp"
+#include "meshplan/core/diagnostic.hpp"
+#include "meshplan/core/size.hpp"
+#include "meshplan/model/routing.hpp"
+#include "meshplan/moe/moe_weights.hpp"
+
+namespace meshplan {
+
+template <class B>
+concept MoEBackend = requires(B& b, const typename B::Routed& routed) {
+  typename B::value_type;
+  requires StorageType<typename B::value_type>;
+  typename B::Weights;
+  typename B::Context;
+  typename B::template tensor<float>;
+  { b.prepare(std::declval<MoEWeights<typename B::value_type>>()) } -> std::same_as<typename B::Weights>;
+  { routed.counts } -> std::convertible_to<const std::vector<index_t>&>;
+  { routed.problem } -> std::convertible_to<const Message&>;
+  { B::host_routing(routed) } -> std::same_as<Routing>;
+};
+
+}  // namespace meshplan
