@@ -7,6 +7,7 @@
 // contiguous block. Regrouping what arrives copies the row blocks moe/dispatch_plan.hpp
 // works out.
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <span>

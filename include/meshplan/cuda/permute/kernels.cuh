@@ -110,7 +110,7 @@ __global__ void combine(const Y* y, const std::int32_t* inverse, const float* we
       const long long row = inverse[t * top_k + s];
       const float w = weights[t * top_k + s];
       const Pack<Y, N> p = reinterpret_cast<const Pack<Y, N>*>(y + row * hidden)[c];
-      for (int i = 0; i < N; ++i) acc[i] = __fadd_rn(acc[i], __fmul_rn(w, to_float(p.v[i])));
+      for (int i = 0; i < N; ++i) acc[i] = __fmaf_rn(w, to_float(p.v[i]), acc[i]);  // the CPU's fused order
     }
     Pack<Out, N> o;
     for (int i = 0; i < N; ++i) o.v[i] = from_float<Out>(acc[i]);
