@@ -17,7 +17,7 @@
 // Structure (the Goto/BLIS decomposition, with the operands' roles chosen so that vectors
 // run along the output columns):
 //   - b is packed once into panels of 32 columns, [K][32] each (cpu/packed_matrix.hpp);
-//   - a tile is up to 256 rows of one product by a range of its panels. It first gathers
+//   - a tile is up to 128 rows of one product by a range of its panels. It first gathers
 //     its rows of A, for all of K, into a packed fp32 block: one copy that fuses the gather
 //     through a permutation of (token, slot) pairs and the bf16 widening;
 //   - then, per column block of 8 panels, per K block of 256, per panel, per micro-panel of
@@ -101,9 +101,11 @@ inline constexpr index_t a_stride = k_block + 16;
 // stays in L2 across the K blocks.
 inline constexpr index_t column_block = 8;
 // Rows per tile at most (fewer for long K, see max_rows_for): a tile packs its rows of A for
-// the whole of K once (256 x 1024 x 4 bytes = 1 MiB at K = 1024), which then stays in L2
-// while the tile walks its panels.
-inline constexpr index_t max_tile_rows = 256;
+// the whole of K once (128 x 1024 x 4 bytes = 512 KiB at K = 1024), which then stays in L2,
+// next to the column block of c and the weights streaming through, while the tile walks
+// its panels. 256 rows measured 5% slower on the MoE batch (L2 thrashes), 64 slower too (the
+// weights are read more often).
+inline constexpr index_t max_tile_rows = 128;
 
 // The valid columns of a panel that starts at `first` of n.
 inline int panel_columns(index_t first, index_t n) noexcept {
@@ -337,8 +339,8 @@ struct Tile {
 inline constexpr index_t min_tile_panels = 4;
 
 inline index_t max_rows_for(index_t k) noexcept {
-  // The tile's packed A (rows x K x 4 bytes) within about 1 MiB of L2.
-  const index_t fit = (index_t{1} << 18) / std::max<index_t>(k, 1);
+  // The tile's packed A (rows x K x 4 bytes) within about 512 KiB of L2.
+  const index_t fit = (index_t{1} << 17) / std::max<index_t>(k, 1);
   return std::clamp<index_t>(fit, 4 * micro_rows<Isa::avx512>, max_tile_rows);
 }
 
