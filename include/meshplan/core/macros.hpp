@@ -7,3 +7,14 @@
 #else
 #define MESHPLAN_HOST_DEVICE
 #endif
+
+/// Loop unrolling for the host kernels: register-tiled loops keep their accumulators in
+/// registers only when fully unrolled. nvcc's front end rejects GCC's pragma (warning
+/// 1675, an error under -Werror), and host code compiled through nvcc is not where speed
+/// is measured, so there the hint is dropped.
+#define MESHPLAN_PRAGMA(text) _Pragma(#text)
+#if defined(__CUDACC__)
+#define MESHPLAN_UNROLL(n)
+#else
+#define MESHPLAN_UNROLL(n) MESHPLAN_PRAGMA(GCC unroll n)
+#endif

@@ -16,6 +16,7 @@
 #include <immintrin.h>
 #endif
 
+#include "meshplan/core/macros.hpp"
 #include "meshplan/cpu/isa.hpp"
 #include "meshplan/cpu/thread_pool.hpp"
 
@@ -31,7 +32,7 @@ inline float portable_chains(std::int64_t iterations, float seed) {
   for (int c = 0; c < chains; ++c) acc[c] = seed + static_cast<float>(c);
   const float a = 0.999999f, b = 1e-7f;
   for (std::int64_t it = 0; it < iterations; ++it)
-#pragma GCC unroll 16
+  MESHPLAN_UNROLL(16)
     for (int c = 0; c < chains; ++c) acc[c] = std::fma(acc[c], a, b);
   float sum = 0.0f;
   for (int c = 0; c < chains; ++c) sum += acc[c];
@@ -45,7 +46,7 @@ __attribute__((target("avx2,fma"))) inline float avx2_chains(std::int64_t iterat
   const __m256 a = _mm256_set1_ps(0.999999f), b = _mm256_set1_ps(1e-7f);
   // 14 chains: with a and b, 16 ymm registers. The unrolled loop keeps every chain in a register.
   for (std::int64_t it = 0; it < iterations; ++it)
-#pragma GCC unroll 16
+  MESHPLAN_UNROLL(16)
     for (int c = 0; c < chains - 2; ++c) acc[c] = _mm256_fmadd_ps(acc[c], a, b);
   __m256 sum = _mm256_setzero_ps();
   for (int c = 0; c < chains - 2; ++c) sum = _mm256_add_ps(sum, acc[c]);
@@ -60,7 +61,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma"))) inline float a
   for (int c = 0; c < chains; ++c) acc[c] = _mm512_set1_ps(seed + static_cast<float>(c));
   const __m512 a = _mm512_set1_ps(0.999999f), b = _mm512_set1_ps(1e-7f);
   for (std::int64_t it = 0; it < iterations; ++it)
-#pragma GCC unroll 16
+  MESHPLAN_UNROLL(16)
     for (int c = 0; c < chains; ++c) acc[c] = _mm512_fmadd_ps(acc[c], a, b);
   __m512 sum = _mm512_setzero_ps();
   for (int c = 0; c < chains; ++c) sum = _mm512_add_ps(sum, acc[c]);

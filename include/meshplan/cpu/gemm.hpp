@@ -46,6 +46,7 @@
 
 #include "meshplan/core/bfloat16.hpp"
 #include "meshplan/core/diagnostic.hpp"
+#include "meshplan/core/macros.hpp"
 #include "meshplan/core/size.hpp"
 #include "meshplan/cpu/isa.hpp"
 #include "meshplan/cpu/packed_matrix.hpp"
@@ -156,7 +157,7 @@ MESHPLAN_TARGET_AVX512 void kernel_avx512(const float* a, const float* b, index_
                           : cols <= 16 ? __mmask16(0)
                                        : __mmask16((1u << (cols - 16)) - 1);
   __m512 acc0[MR], acc1[MR];
-#pragma GCC unroll 12
+  MESHPLAN_UNROLL(12)
   for (int r = 0; r < MR; ++r) {
     if (accumulate) {
       acc0[r] = _mm512_maskz_loadu_ps(mask0, c + r * ldc);
@@ -174,7 +175,7 @@ MESHPLAN_TARGET_AVX512 void kernel_avx512(const float* a, const float* b, index_
     }
     const __m512 b0 = _mm512_load_ps(b + k * panel_width);
     const __m512 b1 = _mm512_load_ps(b + k * panel_width + 16);
-#pragma GCC unroll 12
+  MESHPLAN_UNROLL(12)
     for (int r = 0; r < MR; ++r) {
       const __m512 ar = _mm512_set1_ps(a[r * a_stride + k]);
       acc0[r] = _mm512_fmadd_ps(ar, b0, acc0[r]);
@@ -182,7 +183,7 @@ MESHPLAN_TARGET_AVX512 void kernel_avx512(const float* a, const float* b, index_
     }
   }
   for (; ahead < ahead_end; ahead += 16) prefetch_l2(ahead);
-#pragma GCC unroll 12
+  MESHPLAN_UNROLL(12)
   for (int r = 0; r < MR; ++r) {
     _mm512_mask_storeu_ps(c + r * ldc, mask0, acc0[r]);
     _mm512_mask_storeu_ps(c + r * ldc + 16, mask1, acc1[r]);
@@ -197,7 +198,7 @@ MESHPLAN_TARGET_AVX2 void kernel_avx2_half(const float* a, const float* b, index
   const __m256i mask0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(cols), lane);
   const __m256i mask1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(cols - 8), lane);
   __m256 acc0[MR], acc1[MR];
-#pragma GCC unroll 6
+  MESHPLAN_UNROLL(6)
   for (int r = 0; r < MR; ++r) {
     if (accumulate) {
       acc0[r] = _mm256_maskload_ps(c + r * ldc, mask0);
@@ -215,7 +216,7 @@ MESHPLAN_TARGET_AVX2 void kernel_avx2_half(const float* a, const float* b, index
     }
     const __m256 b0 = _mm256_load_ps(b + k * panel_width);
     const __m256 b1 = _mm256_load_ps(b + k * panel_width + 8);
-#pragma GCC unroll 6
+  MESHPLAN_UNROLL(6)
     for (int r = 0; r < MR; ++r) {
       const __m256 ar = _mm256_broadcast_ss(a + r * a_stride + k);
       acc0[r] = _mm256_fmadd_ps(ar, b0, acc0[r]);
@@ -223,7 +224,7 @@ MESHPLAN_TARGET_AVX2 void kernel_avx2_half(const float* a, const float* b, index
     }
   }
   for (; ahead < ahead_end; ahead += 16) prefetch_l2(ahead);
-#pragma GCC unroll 6
+  MESHPLAN_UNROLL(6)
   for (int r = 0; r < MR; ++r) {
     _mm256_maskstore_ps(c + r * ldc, mask0, acc0[r]);
     _mm256_maskstore_ps(c + r * ldc + 8, mask1, acc1[r]);
