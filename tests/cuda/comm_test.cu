@@ -1,6 +1,8 @@
-// CudaLocalComm against ThreadComm: every collective, on the groups of a 2 x 2 mesh and on
-// the world, gives the same bits for the same inputs (the reductions run in group order in
-// fp32 on both). Mismatched sizes are refused on every rank, and the world runs again.
+// CudaLocalComm against ThreadComm: both are P2PEngine, over device copies and over memcpy.
+// Every collective, on groups of every shape (one member, one axis, two axes either way
+// round, the world), gives the same bits for the same inputs (the reductions run in group
+// order in fp32 on both) and the same CommStats. Mismatched sizes are refused instead of
+// hanging, and the world runs again.
 #include <catch2/catch.hpp>
 
 #include <cstdint>
@@ -81,20 +83,23 @@ template <class T, class Comm, class Memory>
 std::map<std::string, std::vector<T>> exercise(Comm& comm, Memory& mem, const mp::MeshSpec& mesh) {
   std::map<std::string, std::vector<T>> out;
   const index_t me = comm.rank();
-  std::vector<std::pair<std::string, mp::Group>> groups = {
-      {"a", mesh.group(me, {"a"})}, {"b", mesh.group(me, {"b"})}, {"world", comm.world_group()}};
+  std::vector<std::pair<std::string, mp::Group>> groups = {{"c", mesh.group(me, {"c"})},
+                                                           {"a", mesh.group(me, {"a"})},
+                                                           {"b", mesh.group(me, {"b"})},
+                                                           {"b,a", mesh.group(me, {"b", "a"})},
+                                                           {"world", comm.world_group()}};
   for (const auto& [name, g] : groups) {
     const index_t n = g.size();
     const auto data = values<T>(12, static_cast<std::uint32_t>(me + 1));
     for (mp::ReduceOp op : {mp::ReduceOp::sum, mp::ReduceOp::max, mp::ReduceOp::min, mp::ReduceOp::avg}) {
       auto d = mem.make(data);
-      comm.all_reduce(d, g, op);
+      comm.all_reduce(d, g, op, "all_reduce");
       out[name + " all_reduce " + std::to_string(static_cast<int>(op))] = mem.read(d);
     }
     {
       auto send = mem.make(std::vector<T>(data.begin(), data.begin() + 3));
       auto recv = mem.make(std::vector<T>(static_cast<std::size_t>(3 * n)));
-      comm.all_gather(std::span<const T>(send), recv, g);
+      comm.all_gather(std::span<const T>(send), recv, g, "all_gather");
       out[name + " all_gather"] = mem.read(recv);
     }
     {
@@ -103,19 +108,19 @@ std::map<std::string, std::vector<T>> exercise(Comm& comm, Memory& mem, const mp
       for (index_t m : g.members) total += (counts.emplace_back(m + 1), m + 1);
       auto send = mem.make(std::vector<T>(data.begin(), data.begin() + me + 1));
       auto recv = mem.make(std::vector<T>(static_cast<std::size_t>(total)));
-      comm.all_gather_v(std::span<const T>(send), recv, counts, g);
+      comm.all_gather_v(std::span<const T>(send), recv, counts, g, "all_gather_v");
       out[name + " all_gather_v"] = mem.read(recv);
     }
     {
       auto send = mem.make(data);
       auto recv = mem.make(std::vector<T>(12 / static_cast<std::size_t>(n)));
-      comm.reduce_scatter(std::span<const T>(send), recv, g);
+      comm.reduce_scatter(std::span<const T>(send), recv, g, mp::ReduceOp::sum, "reduce_scatter");
       out[name + " reduce_scatter"] = mem.read(recv);
     }
     {
       auto send = mem.make(data);
       auto recv = mem.make(std::vector<T>(12));
-      comm.all_to_all(std::span<const T>(send), recv, g);
+      comm.all_to_all(std::span<const T>(send), recv, g, "all_to_all");
       out[name + " all_to_all"] = mem.read(recv);
     }
     {
@@ -126,12 +131,12 @@ std::map<std::string, std::vector<T>> exercise(Comm& comm, Memory& mem, const mp
       for (index_t s : g.members) received += recv_counts.emplace_back((s + g.rank) % 3);
       auto send = mem.make(std::vector<T>(data.begin(), data.begin() + sent));
       auto recv = mem.make(std::vector<T>(static_cast<std::size_t>(received)));
-      comm.all_to_all_v(std::span<const T>(send), send_counts, recv, recv_counts, g);
+      comm.all_to_all_v(std::span<const T>(send), send_counts, recv, recv_counts, g, "all_to_all_v");
       out[name + " all_to_all_v"] = mem.read(recv);
     }
     {
       auto d = mem.make(data);
-      comm.broadcast(d, n - 1, g);
+      comm.broadcast(d, n - 1, g, "broadcast");
       out[name + " broadcast"] = mem.read(d);
     }
   }
@@ -140,23 +145,32 @@ std::map<std::string, std::vector<T>> exercise(Comm& comm, Memory& mem, const mp
 
 template <class T>
 void compare_with_thread_comm() {
-  const auto mesh = mp::MeshSpec::parse("a=2,b=2");
+  const auto mesh = mp::MeshSpec::parse("a=2,b=2,c=1");
   std::vector<std::map<std::string, std::vector<T>>> host(4), device(4);
+  std::vector<mp::CommStats> host_stats(4), device_stats(4);
   mp::ThreadWorld threads(4);
   threads.run([&](mp::ThreadComm& comm) {
     HostMemory mem;
     host[static_cast<std::size_t>(comm.rank())] = exercise<T>(comm, mem, mesh);
+    host_stats[static_cast<std::size_t>(comm.rank())] = comm.stats();
   });
   mp::cuda::CudaLocalWorld gpu(4);
   gpu.run([&](mp::cuda::CudaLocalComm& comm) {
     DeviceMemory mem{comm.stream(), {}};
     device[static_cast<std::size_t>(comm.rank())] = exercise<T>(comm, mem, mesh);
+    device_stats[static_cast<std::size_t>(comm.rank())] = comm.stats();
   });
   for (std::size_t r = 0; r < 4; ++r) {
     REQUIRE(host[r].size() == device[r].size());
     for (const auto& [name, expected] : host[r]) {
       INFO("rank " << r << ": " << name);
       CHECK(cuda_support::same_bits(device[r].at(name), expected));
+    }
+    REQUIRE(device_stats[r].by_label.size() == host_stats[r].by_label.size());
+    for (const auto& [label, entry] : host_stats[r].by_label) {
+      INFO("rank " << r << ": " << label);
+      CHECK(device_stats[r].by_label.at(label).calls == entry.calls);
+      CHECK(device_stats[r].by_label.at(label).bytes == entry.bytes);
     }
   }
 }
@@ -167,7 +181,7 @@ TEMPLATE_TEST_CASE("CudaLocalComm's collectives give ThreadComm's bits", "[comm]
   compare_with_thread_comm<TestType>();
 }
 
-TEST_CASE("CudaLocalComm refuses mismatched sizes on every rank instead of hanging, and runs again", "[comm]") {
+TEST_CASE("CudaLocalComm refuses mismatched sizes instead of hanging, and runs again", "[comm]") {
   mp::cuda::CudaLocalWorld world(3);
   auto mismatched = [&] {
     world.run([&](mp::cuda::CudaLocalComm& comm) {
@@ -176,6 +190,18 @@ TEST_CASE("CudaLocalComm refuses mismatched sizes on every rank instead of hangi
     });
   };
   CHECK_THROWS_WITH(mismatched(), Catch::Contains("[collective_sizes]"));
+  // A count only its receiver sees: rank 0 sends 2 to rank 1, which expects 1. The receiver
+  // refuses after the others have read its buffers, never while they still may.
+  auto miscounted = [&] {
+    world.run([&](mp::cuda::CudaLocalComm& comm) {
+      const std::vector<index_t> sc = {1, comm.rank() == 0 ? 2 : 1, 1}, rc = {1, 1, 1};
+      mp::cuda::DeviceBuffer<float> send(static_cast<std::size_t>(sc[0] + sc[1] + sc[2])), recv(3);
+      comm.all_to_all_v(std::span<const float>(send.span()), sc, recv.span(), rc, comm.world_group(), "x");
+    });
+  };
+  CHECK_THROWS_WITH(miscounted(),
+                    "meshplan [collective_sizes]: all_to_all_v 'x': group member 0 brings 2 elements "
+                    "where 1 are expected");
   std::vector<float> sums(3);
   world.run([&](mp::cuda::CudaLocalComm& comm) {
     mp::cuda::DeviceBuffer<float> d(1);

@@ -58,6 +58,39 @@ void collectives(mp::MpiComm& comm) {
   std::vector<float> odd(comm.rank() == 1 ? 3 : 2);
   expect_throws([&] { comm.all_reduce(std::span<float>(odd), comm.world_group()); }, "collective_sizes",
                 "size mismatch");
+  // The checks the other communicators make, with the same rules (collective_checks.hpp).
+  expect_throws(
+      [&] {
+        if (comm.rank() == 1) {
+          std::vector<index_t> wide(2);
+          comm.all_reduce(std::span<index_t>(wide), comm.world_group());
+        } else {
+          std::vector<float> narrow(2);
+          comm.all_reduce(std::span<float>(narrow), comm.world_group());
+        }
+      },
+      "collective_types", "element type mismatch");
+  expect_throws(
+      [&] {
+        std::vector<float> send(comm.rank() == 2 ? 3 : 2), recv(8);
+        const std::vector<index_t> counts(4, 2);
+        comm.all_gather_v(std::span<const float>(send), std::span<float>(recv), counts, comm.world_group());
+      },
+      "collective_sizes", "all_gather_v send against its count");
+  expect_throws(
+      [&] {
+        // Rank 0 sends 2 to rank 1, which expects 1: only rank 1 sees it; all refuse.
+        const std::vector<index_t> sc = {1, comm.rank() == 0 ? 2 : 1, 1, 1}, rc(4, 1);
+        std::vector<float> send(static_cast<std::size_t>(sc[0] + sc[1] + sc[2] + sc[3])), recv(4);
+        comm.all_to_all_v(std::span<const float>(send), sc, std::span<float>(recv), rc, comm.world_group());
+      },
+      "collective_sizes", "all_to_all_v count against the receiver's");
+  expect_throws(
+      [&] {
+        std::vector<float> data(2);
+        comm.broadcast(std::span<float>(data), comm.rank() == 3 ? 4 : 0, comm.world_group());
+      },
+      "collective_root", "broadcast root outside the group");
   expect_throws(
       [&] {
         mp::Message problem;

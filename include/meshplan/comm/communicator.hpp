@@ -58,7 +58,7 @@ struct CommStats {
 
 /// The bytes a member sends in each collective, as CommStats counts them: what a ring (for
 /// the reductions and gathers) or a direct exchange (all-to-all, broadcast) sends, the
-/// same for every communicator.
+/// same for every communicator (collective_checks.hpp's CollectiveCall picks each call's).
 namespace traffic {
 inline double ring_fraction(const Group& g) noexcept {
   return g.size() > 1 ? static_cast<double>(g.size() - 1) / static_cast<double>(g.size()) : 0.0;
@@ -88,6 +88,14 @@ inline double broadcast(const Group& g, index_t root, std::size_t bytes) noexcep
   return g.rank == root ? static_cast<double>(g.size() - 1) * static_cast<double>(bytes) : 0.0;
 }
 }  // namespace traffic
+
+/// The group of every rank of a world of `size`, in rank order, seen from `rank`.
+inline Group whole_world(index_t size, index_t rank) {
+  Group g;
+  for (index_t r = 0; r < size; ++r) g.members.push_back(r);
+  g.rank = rank;
+  return g;
+}
 
 template <class T>
 concept CommElement = std::is_same_v<T, float> || std::is_same_v<T, bfloat16> || std::is_same_v<T, std::int32_t> ||

@@ -11,8 +11,9 @@
 // Each group gets its own MPI communicator (MPI_Comm_create_group, which only the group's
 // members call), cached by its member list. Data moves as bytes. Reductions gather every
 // member's buffer and reduce in group order, exactly as ThreadComm does, so both give the
-// same bits. Before moving data, the members agree that their sizes match; a mismatch
-// throws on every member instead of leaving some waiting in MPI. MPI errors become
+// same bits. Before moving data, the members run the shared checks (collective_checks.hpp)
+// and agree on them: a mismatch throws on every member instead of leaving some waiting in
+// MPI. MPI errors become
 // MpiError naming the rank, the collective and MPI's error string.
 
 #include <mpi.h>
@@ -28,6 +29,7 @@
 #include <string_view>
 #include <vector>
 
+#include "meshplan/comm/collective_checks.hpp"
 #include "meshplan/comm/collective_rules.hpp"
 #include "meshplan/comm/communicator.hpp"
 #include "meshplan/comm/ordered_reduce.hpp"
@@ -97,153 +99,107 @@ class MpiComm {
   const CommStats& stats() const noexcept { return stats_; }
   CommStats& stats() noexcept { return stats_; }
 
-  Group world_group() const {
-    Group g;
-    for (index_t r = 0; r < size_; ++r) g.members.push_back(r);
-    g.rank = rank_;
-    return g;
-  }
+  Group world_group() const { return whole_world(size_, rank_); }
 
   template <CommElement T>
   void all_reduce(std::span<T> data, const Group& g, ReduceOp op = ReduceOp::sum, std::string_view label = {}) {
-    MPI_Comm c = comm_for(g);
-    agree_on_equal_sizes(c, g, "all_reduce", label, data.size(), sizeof(T));
-    std::vector<T> all(data.size() * static_cast<std::size_t>(g.size()));
-    check(MPI_Allgather(data.data(), byte_count(data.size() * sizeof(T)), MPI_BYTE, all.data(),
-                        byte_count(data.size() * sizeof(T)), MPI_BYTE, c),
-          "all_reduce");
-    detail::ordered_reduce<T>(
-        data, g.size(), [&](index_t m) { return std::span<const T>(all).subspan(member_offset(m, data.size()), data.size()); },
-        op);
-    stats_.record(label, traffic::all_reduce(g, data.size_bytes()));
+    collective(g, CollectiveCall::all_reduce(g, label, data), [&](MPI_Comm c) {
+      // Every member's values, then the reduction in group order.
+      std::vector<T> all(data.size() * static_cast<std::size_t>(g.size()));
+      const int bytes = byte_count(data.size_bytes());
+      check(MPI_Allgather(data.data(), bytes, MPI_BYTE, all.data(), bytes, MPI_BYTE, c), "all_reduce");
+      detail::ordered_reduce<T>(data, g.size(), member_parts(all, data.size()), op);
+    });
   }
 
   template <CommElement T>
   void all_gather(std::span<const T> send, std::span<T> recv, const Group& g, std::string_view label = {}) {
-    MPI_Comm c = comm_for(g);
-    agree(c, comm_rules::sizes_match("all_gather", label, g.rank, static_cast<index_t>(recv.size()),
-                                     static_cast<index_t>(send.size()) * g.size()));
-    agree_on_equal_sizes(c, g, "all_gather", label, send.size(), sizeof(T));
-    check(MPI_Allgather(send.data(), byte_count(send.size_bytes()), MPI_BYTE, recv.data(),
-                        byte_count(send.size_bytes()), MPI_BYTE, c),
-          "all_gather");
-    stats_.record(label, traffic::all_gather(g, send.size_bytes()));
+    collective(g, CollectiveCall::all_gather(g, label, send, recv), [&](MPI_Comm c) {
+      const int bytes = byte_count(send.size_bytes());
+      check(MPI_Allgather(send.data(), bytes, MPI_BYTE, recv.data(), bytes, MPI_BYTE, c), "all_gather");
+    });
   }
 
   template <CommElement T>
   void all_gather_v(std::span<const T> send, std::span<T> recv, std::span<const index_t> recv_counts, const Group& g,
                     std::string_view label = {}) {
-    MPI_Comm c = comm_for(g);
-    Message problem = comm_rules::sizes_match("all_gather_v counts", label, g.rank,
-                                              static_cast<index_t>(recv_counts.size()), g.size());
-    std::vector<int> counts(static_cast<std::size_t>(g.size())), displs(counts.size());
-    if (problem.ok()) {
-      index_t total = 0;
-      for (std::size_t m = 0; m < counts.size(); ++m) {
-        displs[m] = byte_count(static_cast<std::size_t>(total) * sizeof(T));
-        counts[m] = byte_count(static_cast<std::size_t>(recv_counts[m]) * sizeof(T));
-        total += recv_counts[m];
-      }
-      problem = first_of({comm_rules::sizes_match("all_gather_v", label, g.rank, static_cast<index_t>(send.size()),
-                                                  recv_counts[static_cast<std::size_t>(g.rank)]),
-                          comm_rules::sizes_match("all_gather_v recv", label, g.rank,
-                                                  static_cast<index_t>(recv.size()), total)});
-    }
-    agree(c, problem);
-    check(MPI_Allgatherv(send.data(), byte_count(send.size_bytes()), MPI_BYTE, recv.data(), counts.data(),
-                         displs.data(), MPI_BYTE, c),
-          "all_gather_v");
-    stats_.record(label, traffic::all_gather(g, send.size_bytes()));
+    const auto call = CollectiveCall::all_gather_v(g, label, send, recv, recv_counts);
+    collective(g, call, [&](MPI_Comm c) {
+      std::vector<int> counts, displs;
+      byte_layout<T>(recv_counts, counts, displs);
+      check(MPI_Allgatherv(send.data(), byte_count(send.size_bytes()), MPI_BYTE, recv.data(), counts.data(),
+                           displs.data(), MPI_BYTE, c),
+            "all_gather_v");
+    });
   }
 
   template <CommElement T>
   void reduce_scatter(std::span<const T> send, std::span<T> recv, const Group& g, ReduceOp op = ReduceOp::sum,
                       std::string_view label = {}) {
-    MPI_Comm c = comm_for(g);
-    const std::size_t chunk = g.size() > 0 ? send.size() / static_cast<std::size_t>(g.size()) : 0;
-    agree(c, first_of({comm_rules::divisible("reduce_scatter", static_cast<index_t>(send.size()), g.size()),
-                       comm_rules::sizes_match("reduce_scatter", label, g.rank, static_cast<index_t>(recv.size()),
-                                               static_cast<index_t>(chunk))}));
-    agree_on_equal_sizes(c, g, "reduce_scatter", label, send.size(), sizeof(T));
-    // Every member's chunk for me, then reduce them in group order.
-    std::vector<T> mine(chunk * static_cast<std::size_t>(g.size()));
-    check(MPI_Alltoall(send.data(), byte_count(chunk * sizeof(T)), MPI_BYTE, mine.data(),
-                       byte_count(chunk * sizeof(T)), MPI_BYTE, c),
-          "reduce_scatter");
-    detail::ordered_reduce<T>(
-        recv, g.size(), [&](index_t m) { return std::span<const T>(mine).subspan(member_offset(m, chunk), chunk); }, op);
-    stats_.record(label, traffic::reduce_scatter(g, send.size_bytes()));
+    const auto call = CollectiveCall::reduce_scatter(g, label, send, recv);
+    collective(g, call, [&](MPI_Comm c) {
+      // Every member's chunk for me, then the reduction in group order.
+      const auto chunk = static_cast<std::size_t>(call.chunk());
+      std::vector<T> mine(chunk * static_cast<std::size_t>(g.size()));
+      const int bytes = byte_count(chunk * sizeof(T));
+      check(MPI_Alltoall(send.data(), bytes, MPI_BYTE, mine.data(), bytes, MPI_BYTE, c), "reduce_scatter");
+      detail::ordered_reduce<T>(recv, g.size(), member_parts(mine, chunk), op);
+    });
   }
 
   template <CommElement T>
   void all_to_all(std::span<const T> send, std::span<T> recv, const Group& g, std::string_view label = {}) {
-    MPI_Comm c = comm_for(g);
-    const std::size_t chunk = g.size() > 0 ? send.size() / static_cast<std::size_t>(g.size()) : 0;
-    agree(c, first_of({comm_rules::divisible("all_to_all", static_cast<index_t>(send.size()), g.size()),
-                       comm_rules::sizes_match("all_to_all", label, g.rank, static_cast<index_t>(recv.size()),
-                                               static_cast<index_t>(send.size()))}));
-    agree_on_equal_sizes(c, g, "all_to_all", label, send.size(), sizeof(T));
-    check(MPI_Alltoall(send.data(), byte_count(chunk * sizeof(T)), MPI_BYTE, recv.data(),
-                       byte_count(chunk * sizeof(T)), MPI_BYTE, c),
-          "all_to_all");
-    stats_.record(label, traffic::all_to_all(g, send.size_bytes()));
+    const auto call = CollectiveCall::all_to_all(g, label, send, recv);
+    collective(g, call, [&](MPI_Comm c) {
+      const int bytes = byte_count(static_cast<std::size_t>(call.chunk()) * sizeof(T));
+      check(MPI_Alltoall(send.data(), bytes, MPI_BYTE, recv.data(), bytes, MPI_BYTE, c), "all_to_all");
+    });
   }
 
   template <CommElement T>
   void all_to_all_v(std::span<const T> send, std::span<const index_t> send_counts, std::span<T> recv,
                     std::span<const index_t> recv_counts, const Group& g, std::string_view label = {}) {
-    MPI_Comm c = comm_for(g);
-    const auto n = static_cast<std::size_t>(g.size());
-    Message problem = first_of({comm_rules::sizes_match("all_to_all_v send counts", label, g.rank,
-                                                        static_cast<index_t>(send_counts.size()), g.size()),
-                                comm_rules::sizes_match("all_to_all_v recv counts", label, g.rank,
-                                                        static_cast<index_t>(recv_counts.size()), g.size())});
-    agree(c, problem);
-    // What each member will send me, against what I expect.
-    std::vector<index_t> incoming(n);
-    check(MPI_Alltoall(send_counts.data(), sizeof(index_t), MPI_BYTE, incoming.data(), sizeof(index_t), MPI_BYTE, c),
-          "all_to_all_v counts");
-    index_t total_send = 0, total_recv = 0;
-    for (std::size_t m = 0; m < n; ++m) {
-      total_send += send_counts[m];
-      total_recv += recv_counts[m];
-      if (problem.ok())
-        problem = comm_rules::sizes_match("all_to_all_v", label, static_cast<index_t>(m), incoming[m], recv_counts[m]);
-    }
-    if (problem.ok())
-      problem = first_of({comm_rules::sizes_match("all_to_all_v send", label, g.rank,
-                                                  static_cast<index_t>(send.size()), total_send),
-                          comm_rules::sizes_match("all_to_all_v recv", label, g.rank,
-                                                  static_cast<index_t>(recv.size()), total_recv)});
-    agree(c, problem);
-    std::vector<int> sc(n), sd(n), rc(n), rd(n);
-    std::size_t so = 0, ro = 0;
-    for (std::size_t m = 0; m < n; ++m) {
-      sc[m] = byte_count(static_cast<std::size_t>(send_counts[m]) * sizeof(T));
-      sd[m] = byte_count(so * sizeof(T));
-      rc[m] = byte_count(static_cast<std::size_t>(recv_counts[m]) * sizeof(T));
-      rd[m] = byte_count(ro * sizeof(T));
-      so += static_cast<std::size_t>(send_counts[m]);
-      ro += static_cast<std::size_t>(recv_counts[m]);
-    }
-    check(MPI_Alltoallv(send.data(), sc.data(), sd.data(), MPI_BYTE, recv.data(), rc.data(), rd.data(), MPI_BYTE, c),
-          "all_to_all_v");
-    stats_.record(label, traffic::all_to_all_v(g, send_counts, sizeof(T)));
+    const auto call = CollectiveCall::all_to_all_v(g, label, send, send_counts, recv, recv_counts);
+    collective(g, call, [&](MPI_Comm c) {
+      std::vector<int> sc, sd, rc, rd;
+      byte_layout<T>(send_counts, sc, sd);
+      byte_layout<T>(recv_counts, rc, rd);
+      check(MPI_Alltoallv(send.data(), sc.data(), sd.data(), MPI_BYTE, recv.data(), rc.data(), rd.data(), MPI_BYTE, c),
+            "all_to_all_v");
+    });
   }
 
   template <CommElement T>
   void broadcast(std::span<T> data, index_t root, const Group& g, std::string_view label = {}) {
-    MPI_Comm c = comm_for(g);
-    agree(c, comm_rules::root_in_group(root, g.size()));
-    agree_on_equal_sizes(c, g, "broadcast", label, data.size(), sizeof(T));
-    check(MPI_Bcast(data.data(), byte_count(data.size_bytes()), MPI_BYTE, static_cast<int>(root), c), "broadcast");
-    stats_.record(label, traffic::broadcast(g, root, data.size_bytes()));
+    collective(g, CollectiveCall::broadcast(g, label, data, root), [&](MPI_Comm c) {
+      check(MPI_Bcast(data.data(), byte_count(data.size_bytes()), MPI_BYTE, static_cast<int>(root), c), "broadcast");
+    });
   }
 
   void barrier(const Group& g) { check(MPI_Barrier(comm_for(g)), "barrier"); }
 
  private:
-  static std::size_t member_offset(index_t m, std::size_t chunk) noexcept { return static_cast<std::size_t>(m) * chunk; }
+  /// The group's communicator, the shared checks agreed among the members (so that MPI
+  /// never starts with a mismatch), `move(comm)`, and the bytes counted.
+  template <class Move>
+  void collective(const Group& g, const CollectiveCall& call, Move&& move) {
+    MPI_Comm c = comm_for(g);
+    check_among_processes(
+        call,
+        [&](std::span<const index_t> mine, std::span<index_t> theirs) {
+          const int entry = byte_count(mine.size_bytes() / static_cast<std::size_t>(g.size()));
+          check(MPI_Alltoall(mine.data(), entry, MPI_BYTE, theirs.data(), entry, MPI_BYTE, c), call.name());
+        },
+        [&](const Message& problem) { agree(c, problem); });
+    move(c);
+    stats_.record(call.label(), call.bytes());
+  }
+
+  /// member m's `n` elements in `all`, where the members' parts follow each other.
+  template <class T>
+  static auto member_parts(const std::vector<T>& all, std::size_t n) {
+    return [&all, n](index_t m) { return std::span<const T>(all).subspan(static_cast<std::size_t>(m) * n, n); };
+  }
 
   int byte_count(std::size_t bytes) const {
     if (bytes > static_cast<std::size_t>(INT_MAX))
@@ -251,6 +207,17 @@ class MpiComm {
                           << "MpiComm moves at most " << INT_MAX << " bytes per peer and call; " << bytes
                           << " were asked for");
     return static_cast<int>(bytes);
+  }
+
+  /// Per member, the bytes of its `counts` elements and where they start, as MPI's v-collectives take them.
+  template <class T>
+  void byte_layout(std::span<const index_t> counts, std::vector<int>& bytes, std::vector<int>& displacements) const {
+    std::size_t at = 0;
+    for (index_t n : counts) {
+      bytes.push_back(byte_count(static_cast<std::size_t>(n) * sizeof(T)));
+      displacements.push_back(byte_count(at * sizeof(T)));
+      at += static_cast<std::size_t>(n);
+    }
   }
 
   void check(int code, std::string_view what) const {
@@ -265,20 +232,6 @@ class MpiComm {
     if (any)
       throw RuleViolation(Message::rule("collective_peer_error")
                           << "another member of this group found a problem with the collective and stopped");
-  }
-
-  /// All members bring the same number of elements of the same size.
-  void agree_on_equal_sizes(MPI_Comm c, const Group& g, std::string_view what, std::string_view label,
-                            std::size_t elements, std::size_t element_bytes) {
-    index_t mine[2] = {static_cast<index_t>(elements), static_cast<index_t>(element_bytes)};
-    std::vector<index_t> all(2 * static_cast<std::size_t>(g.size()));
-    check(MPI_Allgather(mine, sizeof mine, MPI_BYTE, all.data(), sizeof mine, MPI_BYTE, c), what);
-    Message problem;
-    for (index_t m = 0; m < g.size() && problem.ok(); ++m)
-      problem = first_of({comm_rules::element_types_match(what, m, static_cast<std::size_t>(all[2 * m + 1]),
-                                                          element_bytes),
-                          comm_rules::sizes_match(what, label, m, all[2 * m], static_cast<index_t>(elements))});
-    if (!problem.ok()) throw RuleViolation(problem);  // every member sees the same table
   }
 
   /// The communicator of a group, created on first use by its members only.

@@ -26,7 +26,6 @@
 
 #include <cstdint>
 #include <map>
-#include <memory>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -35,10 +34,11 @@
 #include <vector>
 
 #include "meshplan/comm/agree.hpp"
+#include "meshplan/comm/collective_checks.hpp"
 #include "meshplan/comm/collective_rules.hpp"
 #include "meshplan/comm/communicator.hpp"
 #include "meshplan/comm/mpi_comm.hpp"
-#include "meshplan/cuda/comm/ordered_reduce.cuh"
+#include "meshplan/cuda/comm/device_mover.cuh"
 #include "meshplan/cuda/core/buffer.cuh"
 #include "meshplan/cuda/core/error.cuh"
 
@@ -63,9 +63,7 @@ class NcclComm {
  public:
   using Options = NcclOptions;
 
-  NcclComm(MpiComm& mpi, int device, Options options = {}) : mpi_(&mpi), options_(options) {
-    MESHPLAN_CUDA_CHECK(cudaSetDevice(device));
-    stream_ = std::make_unique<Stream>();
+  NcclComm(MpiComm& mpi, int device, Options options = {}) : mpi_(&mpi), options_(options), mover_(device) {
     ncclUniqueId id;
     if (mpi.rank() == 0) check(ncclGetUniqueId(&id), "bootstrap");
     auto bytes = std::span<std::int32_t>(reinterpret_cast<std::int32_t*>(&id), sizeof id / sizeof(std::int32_t));
@@ -84,177 +82,143 @@ class NcclComm {
   const CommStats& stats() const noexcept { return stats_; }
   CommStats& stats() noexcept { return stats_; }
   Group world_group() const { return mpi_->world_group(); }
-  cudaStream_t stream() const noexcept { return stream_->get(); }
+  cudaStream_t stream() const noexcept { return mover_.stream(); }
   /// The same ranks over MPI, for collectives on host memory.
   MpiComm& host() noexcept { return *mpi_; }
 
   template <CommElement T>
   void all_reduce(std::span<T> data, const Group& g, ReduceOp op = ReduceOp::sum, std::string_view label = {}) {
-    agree_sizes(g, "all_reduce", label, data.size());
-    if (options_.ordered_reductions || !nccl_type<T>() || op == ReduceOp::avg) {
-      gathered_.resize(data.size_bytes() * static_cast<std::size_t>(g.size()));
-      auto* all = reinterpret_cast<T*>(gathered_.data());
-      raw_all_gather(data.data(), all, data.size_bytes(), g, "all_reduce");
-      ordered(all, g.size(), static_cast<index_t>(data.size()), 0, static_cast<index_t>(data.size()), op, data.data());
-    } else {
-      check(ncclAllReduce(data.data(), data.data(), data.size(), *nccl_type<T>(), nccl_op(op), comm_for(g), stream()),
-            "all_reduce");
-    }
-    stats_.record(label, traffic::all_reduce(g, data.size_bytes()));
+    const auto call = CollectiveCall::all_reduce(g, label, data);
+    collective(g, call, [&](ncclComm_t c) {
+      if (ordered<T>(op)) {
+        gathered_.resize(data.size_bytes() * static_cast<std::size_t>(g.size()));
+        const auto* all = reinterpret_cast<T*>(gathered_.data());
+        check(ncclAllGather(data.data(), gathered_.data(), data.size_bytes(), ncclInt8, c, stream()), "all_reduce");
+        mover_.reduce(
+            data, g.size(), [&](index_t m) { return all + static_cast<std::size_t>(m) * data.size(); }, op);
+      } else {
+        check(ncclAllReduce(data.data(), data.data(), data.size(), *nccl_type<T>(), nccl_op(op), c, stream()),
+              "all_reduce");
+      }
+    });
   }
 
   template <CommElement T>
   void all_gather(std::span<const T> send, std::span<T> recv, const Group& g, std::string_view label = {}) {
-    agree_sizes(g, "all_gather", label, send.size(),
-                comm_rules::sizes_match("all_gather", label, g.rank, static_cast<index_t>(recv.size()),
-                                        static_cast<index_t>(send.size()) * g.size()));
-    raw_all_gather(send.data(), recv.data(), send.size_bytes(), g, "all_gather");
-    stats_.record(label, traffic::all_gather(g, send.size_bytes()));
+    const auto call = CollectiveCall::all_gather(g, label, send, recv);
+    collective(g, call, [&](ncclComm_t c) {
+      check(ncclAllGather(send.data(), recv.data(), send.size_bytes(), ncclInt8, c, stream()), "all_gather");
+    });
   }
 
   template <CommElement T>
   void all_gather_v(std::span<const T> send, std::span<T> recv, std::span<const index_t> recv_counts, const Group& g,
                     std::string_view label = {}) {
-    index_t total = 0;
-    for (index_t c : recv_counts) total += c;
-    Message problem = first_of(
-        {comm_rules::sizes_match("all_gather_v counts", label, g.rank, static_cast<index_t>(recv_counts.size()),
-                                 g.size()),
-         comm_rules::sizes_match("all_gather_v recv", label, g.rank, static_cast<index_t>(recv.size()), total)});
-    agree(*mpi_, problem, g);
-    // What every member sends, against what this one expects of each (over MPI, before NCCL).
-    std::vector<index_t> sends(static_cast<std::size_t>(g.size()));
-    const index_t mine = static_cast<index_t>(send.size());
-    mpi_->all_gather(std::span<const index_t>(&mine, 1), std::span<index_t>(sends), g, "sizes");
-    for (index_t m = 0; m < g.size() && problem.ok(); ++m)
-      problem = comm_rules::sizes_match("all_gather_v", label, m, sends[static_cast<std::size_t>(m)],
-                                        recv_counts[static_cast<std::size_t>(m)]);
-    agree(*mpi_, problem, g);
-    ncclComm_t c = comm_for(g);
-    check(ncclGroupStart(), "all_gather_v");
-    index_t at = 0;
-    for (index_t m = 0; m < g.size(); ++m) {
-      const auto count = static_cast<std::size_t>(recv_counts[static_cast<std::size_t>(m)]) * sizeof(T);
-      if (!send.empty())
-        check(ncclSend(send.data(), send.size_bytes(), ncclInt8, static_cast<int>(m), c, stream()), "all_gather_v");
-      if (count > 0)
-        check(ncclRecv(recv.data() + at, count, ncclInt8, static_cast<int>(m), c, stream()), "all_gather_v");
-      at += recv_counts[static_cast<std::size_t>(m)];
-    }
-    check(ncclGroupEnd(), "all_gather_v");
-    stats_.record(label, traffic::all_gather(g, send.size_bytes()));
+    const auto call = CollectiveCall::all_gather_v(g, label, send, recv, recv_counts);
+    collective(g, call, [&](ncclComm_t c) {
+      check(ncclGroupStart(), "all_gather_v");
+      index_t at = 0;
+      for (index_t m = 0; m < g.size(); ++m) {
+        const auto count = static_cast<std::size_t>(recv_counts[static_cast<std::size_t>(m)]) * sizeof(T);
+        if (!send.empty())
+          check(ncclSend(send.data(), send.size_bytes(), ncclInt8, static_cast<int>(m), c, stream()), "all_gather_v");
+        if (count > 0)
+          check(ncclRecv(recv.data() + at, count, ncclInt8, static_cast<int>(m), c, stream()), "all_gather_v");
+        at += recv_counts[static_cast<std::size_t>(m)];
+      }
+      check(ncclGroupEnd(), "all_gather_v");
+    });
   }
 
   template <CommElement T>
   void reduce_scatter(std::span<const T> send, std::span<T> recv, const Group& g, ReduceOp op = ReduceOp::sum,
                       std::string_view label = {}) {
-    const index_t chunk = g.size() > 0 ? static_cast<index_t>(send.size()) / g.size() : 0;
-    agree_sizes(
-        g, "reduce_scatter", label, send.size(),
-        first_of({comm_rules::divisible("reduce_scatter", static_cast<index_t>(send.size()), g.size()),
-                  comm_rules::sizes_match("reduce_scatter", label, g.rank, static_cast<index_t>(recv.size()), chunk)}));
-    if (options_.ordered_reductions || !nccl_type<T>() || op == ReduceOp::avg) {
-      // Every member's chunk for me, then the ordered reduction.
-      gathered_.resize(static_cast<std::size_t>(chunk) * sizeof(T) * static_cast<std::size_t>(g.size()));
-      auto* mine = reinterpret_cast<T*>(gathered_.data());
-      ncclComm_t c = comm_for(g);
-      check(ncclGroupStart(), "reduce_scatter");
-      for (index_t m = 0; m < g.size(); ++m) {
-        check(ncclSend(send.data() + m * chunk, chunk * sizeof(T), ncclInt8, static_cast<int>(m), c, stream()),
-              "reduce_scatter");
-        check(ncclRecv(mine + m * chunk, chunk * sizeof(T), ncclInt8, static_cast<int>(m), c, stream()),
+    const auto call = CollectiveCall::reduce_scatter(g, label, send, recv);
+    collective(g, call, [&](ncclComm_t c) {
+      const index_t chunk = call.chunk();
+      if (ordered<T>(op)) {
+        // Every member's chunk for me, then the ordered reduction.
+        gathered_.resize(static_cast<std::size_t>(chunk) * sizeof(T) * static_cast<std::size_t>(g.size()));
+        auto* mine = reinterpret_cast<T*>(gathered_.data());
+        check(ncclGroupStart(), "reduce_scatter");
+        for (index_t m = 0; m < g.size(); ++m) {
+          check(ncclSend(send.data() + m * chunk, chunk * sizeof(T), ncclInt8, static_cast<int>(m), c, stream()),
+                "reduce_scatter");
+          check(ncclRecv(mine + m * chunk, chunk * sizeof(T), ncclInt8, static_cast<int>(m), c, stream()),
+                "reduce_scatter");
+        }
+        check(ncclGroupEnd(), "reduce_scatter");
+        mover_.reduce(
+            recv, g.size(), [&](index_t m) { return static_cast<const T*>(mine + m * chunk); }, op);
+      } else {
+        check(ncclReduceScatter(send.data(), recv.data(), static_cast<std::size_t>(chunk), *nccl_type<T>(), nccl_op(op),
+                                c, stream()),
               "reduce_scatter");
       }
-      check(ncclGroupEnd(), "reduce_scatter");
-      ordered(mine, g.size(), chunk, 0, chunk, op, recv.data());
-    } else {
-      check(ncclReduceScatter(send.data(), recv.data(), static_cast<std::size_t>(chunk), *nccl_type<T>(), nccl_op(op),
-                              comm_for(g), stream()),
-            "reduce_scatter");
-    }
-    stats_.record(label, traffic::reduce_scatter(g, send.size_bytes()));
+    });
   }
 
   template <CommElement T>
   void all_to_all(std::span<const T> send, std::span<T> recv, const Group& g, std::string_view label = {}) {
-    agree_sizes(g, "all_to_all", label, send.size(),
-                first_of({comm_rules::divisible("all_to_all", static_cast<index_t>(send.size()), g.size()),
-                          comm_rules::sizes_match("all_to_all", label, g.rank, static_cast<index_t>(recv.size()),
-                                                  static_cast<index_t>(send.size()))}));
-    const std::size_t chunk = g.size() > 0 ? send.size() / static_cast<std::size_t>(g.size()) : 0;
-    check(ncclAlltoAll(send.data(), recv.data(), chunk * sizeof(T), ncclInt8, comm_for(g), stream()), "all_to_all");
-    stats_.record(label, traffic::all_to_all(g, send.size_bytes()));
+    const auto call = CollectiveCall::all_to_all(g, label, send, recv);
+    collective(g, call, [&](ncclComm_t c) {
+      const auto chunk = static_cast<std::size_t>(call.chunk());
+      check(ncclAlltoAll(send.data(), recv.data(), chunk * sizeof(T), ncclInt8, c, stream()), "all_to_all");
+    });
   }
 
   /// send_counts and recv_counts are host memory; the data is device memory.
   template <CommElement T>
   void all_to_all_v(std::span<const T> send, std::span<const index_t> send_counts, std::span<T> recv,
                     std::span<const index_t> recv_counts, const Group& g, std::string_view label = {}) {
-    // The counts each member sends me, against those I expect (over MPI, on the host).
-    Message problem = first_of({comm_rules::sizes_match("all_to_all_v send counts", label, g.rank,
-                                                        static_cast<index_t>(send_counts.size()), g.size()),
-                                comm_rules::sizes_match("all_to_all_v recv counts", label, g.rank,
-                                                        static_cast<index_t>(recv_counts.size()), g.size())});
-    agree(*mpi_, problem, g);
-    std::vector<index_t> incoming(static_cast<std::size_t>(g.size()));
-    mpi_->all_to_all(send_counts, std::span<index_t>(incoming), g, "counts");
-    index_t total_send = 0, total_recv = 0;
-    bool equal = true;
-    for (index_t m = 0; m < g.size(); ++m) {
-      total_send += send_counts[static_cast<std::size_t>(m)];
-      total_recv += recv_counts[static_cast<std::size_t>(m)];
-      equal = equal && send_counts[static_cast<std::size_t>(m)] == send_counts[0];
-      if (problem.ok())
-        problem = comm_rules::sizes_match("all_to_all_v", label, m, incoming[static_cast<std::size_t>(m)],
-                                          recv_counts[static_cast<std::size_t>(m)]);
-    }
-    if (problem.ok())
-      problem = first_of(
-          {comm_rules::sizes_match("all_to_all_v send", label, g.rank, static_cast<index_t>(send.size()), total_send),
-           comm_rules::sizes_match("all_to_all_v recv", label, g.rank, static_cast<index_t>(recv.size()), total_recv)});
-    agree(*mpi_, problem, g);
-    // Equal counts everywhere (one flag over MPI) take NCCL's all-to-all.
-    std::vector<std::int32_t> all_equal = {equal && total_recv == total_send ? 1 : 0};
-    mpi_->all_reduce(std::span<std::int32_t>(all_equal), g, ReduceOp::min, "counts");
-    ncclComm_t c = comm_for(g);
-    if (all_equal[0]) {
-      check(ncclAlltoAll(send.data(), recv.data(), static_cast<std::size_t>(send_counts[0]) * sizeof(T), ncclInt8, c,
-                         stream()),
-            "all_to_all_v");
-    } else {
-      check(ncclGroupStart(), "all_to_all_v");
-      index_t so = 0, ro = 0;
-      for (index_t m = 0; m < g.size(); ++m) {
-        const auto sc = static_cast<std::size_t>(send_counts[static_cast<std::size_t>(m)]);
-        const auto rc = static_cast<std::size_t>(recv_counts[static_cast<std::size_t>(m)]);
-        if (sc > 0)
-          check(ncclSend(send.data() + so, sc * sizeof(T), ncclInt8, static_cast<int>(m), c, stream()), "all_to_all_v");
-        if (rc > 0)
-          check(ncclRecv(recv.data() + ro, rc * sizeof(T), ncclInt8, static_cast<int>(m), c, stream()), "all_to_all_v");
-        so += static_cast<index_t>(sc);
-        ro += static_cast<index_t>(rc);
+    const auto call = CollectiveCall::all_to_all_v(g, label, send, send_counts, recv, recv_counts);
+    collective(g, call, [&](ncclComm_t c) {
+      bool equal = true;
+      for (index_t m = 0; m < g.size(); ++m)
+        equal = equal && send_counts[static_cast<std::size_t>(m)] == send_counts[0] &&
+                recv_counts[static_cast<std::size_t>(m)] == send_counts[0];
+      // Equal counts everywhere (one flag over MPI) take NCCL's all-to-all.
+      std::vector<std::int32_t> all_equal = {equal ? 1 : 0};
+      mpi_->all_reduce(std::span<std::int32_t>(all_equal), g, ReduceOp::min, "counts");
+      if (all_equal[0]) {
+        check(ncclAlltoAll(send.data(), recv.data(), static_cast<std::size_t>(send_counts[0]) * sizeof(T), ncclInt8, c,
+                           stream()),
+              "all_to_all_v");
+      } else {
+        check(ncclGroupStart(), "all_to_all_v");
+        index_t so = 0, ro = 0;
+        for (index_t m = 0; m < g.size(); ++m) {
+          const auto sc = static_cast<std::size_t>(send_counts[static_cast<std::size_t>(m)]);
+          const auto rc = static_cast<std::size_t>(recv_counts[static_cast<std::size_t>(m)]);
+          if (sc > 0)
+            check(ncclSend(send.data() + so, sc * sizeof(T), ncclInt8, static_cast<int>(m), c, stream()),
+                  "all_to_all_v");
+          if (rc > 0)
+            check(ncclRecv(recv.data() + ro, rc * sizeof(T), ncclInt8, static_cast<int>(m), c, stream()),
+                  "all_to_all_v");
+          so += static_cast<index_t>(sc);
+          ro += static_cast<index_t>(rc);
+        }
+        check(ncclGroupEnd(), "all_to_all_v");
       }
-      check(ncclGroupEnd(), "all_to_all_v");
-    }
-    stats_.record(label, traffic::all_to_all_v(g, send_counts, sizeof(T)));
+    });
   }
 
   template <CommElement T>
   void broadcast(std::span<T> data, index_t root, const Group& g, std::string_view label = {}) {
-    agree_sizes(g, "broadcast", label, data.size(), comm_rules::root_in_group(root, g.size()));
-    check(ncclBroadcast(data.data(), data.data(), data.size_bytes(), ncclInt8, static_cast<int>(root), comm_for(g),
-                        stream()),
-          "broadcast");
-    stats_.record(label, traffic::broadcast(g, root, data.size_bytes()));
+    const auto call = CollectiveCall::broadcast(g, label, data, root);
+    collective(g, call, [&](ncclComm_t c) {
+      check(ncclBroadcast(data.data(), data.data(), data.size_bytes(), ncclInt8, static_cast<int>(root), c, stream()),
+            "broadcast");
+    });
   }
 
   void barrier(const Group& g) {
-    stream_->synchronize();
+    mover_.finish();
     mpi_->barrier(g);
   }
 
  private:
-
   void check(ncclResult_t code, std::string_view what) const {
     if (code != ncclSuccess) throw NcclError(rank(), what, code);
   }
@@ -284,33 +248,24 @@ class NcclComm {
     }
   }
 
-  /// Sizes equal on every member (and `local`, a rank's own problem), agreed over MPI.
-  void agree_sizes(const Group& g, std::string_view what, std::string_view label, std::size_t elements,
-                   const Message& local = {}) {
-    agree(*mpi_, local, g);
-    std::vector<index_t> all(static_cast<std::size_t>(g.size()));
-    const index_t mine = static_cast<index_t>(elements);
-    mpi_->all_gather(std::span<const index_t>(&mine, 1), std::span<index_t>(all), g, "sizes");
-    for (index_t m = 0; m < g.size(); ++m)
-      enforce(
-          comm_rules::sizes_match(what, label, m, all[static_cast<std::size_t>(m)], mine));  // same table everywhere
-  }
-
-  void raw_all_gather(const void* send, void* recv, std::size_t bytes, const Group& g, std::string_view what) {
-    check(ncclAllGather(send, recv, bytes, ncclInt8, comm_for(g), stream()), what);
-  }
-
-  /// The ordered reduction of `members` consecutive chunks of `stride` elements in `all`.
+  /// Whether a reduction gathers and reduces in group order (the default, and the only way
+  /// for avg, which NCCL's reductions do not give in the same order) instead of NCCL's own.
   template <class T>
-  void ordered(const T* all, index_t members, index_t n, index_t offset, index_t stride, ReduceOp op, T* out) {
-    std::vector<const T*> pointers;
-    for (index_t m = 0; m < members; ++m) pointers.push_back(all + m * stride);
-    pointer_table_.resize(pointers.size() * sizeof(const T*));
-    MESHPLAN_CUDA_CHECK(cudaMemcpyAsync(pointer_table_.data(), pointers.data(), pointer_table_.bytes(),
-                                        cudaMemcpyHostToDevice, stream()));
-    launch_ordered_reduce(reinterpret_cast<const T* const*>(pointer_table_.data()), members, n, offset, op, out,
-                          stream());
-    stream_->synchronize();  // `pointers` is pageable host memory read by the copy
+  bool ordered(ReduceOp op) const noexcept {
+    return options_.ordered_reductions || !nccl_type<T>() || op == ReduceOp::avg;
+  }
+
+  /// The shared checks of the call (collective_checks.hpp), agreed over MPI before NCCL
+  /// moves anything, so a mismatch throws on every rank instead of hanging in NCCL; then
+  /// `move(comm)` with the group's NCCL communicator, and the bytes counted.
+  template <class Move>
+  void collective(const Group& g, const CollectiveCall& call, Move&& move) {
+    check_among_processes(
+        call,
+        [&](std::span<const index_t> mine, std::span<index_t> theirs) { mpi_->all_to_all(mine, theirs, g, "sizes"); },
+        [&](const Message& problem) { agree(*mpi_, problem, g); });
+    move(comm_for(g));
+    stats_.record(call.label(), call.bytes());
   }
 
   /// The communicator of a group, split from the world communicator on first use.
@@ -332,11 +287,10 @@ class NcclComm {
 
   MpiComm* mpi_;
   Options options_;
-  std::unique_ptr<Stream> stream_;
+  DeviceMover mover_;  // the rank's stream on `device`, and the ordered reductions
   ncclComm_t world_ = nullptr;
   std::map<std::vector<index_t>, ncclComm_t> comms_;
   DeviceBuffer<unsigned char> gathered_;
-  DeviceBuffer<unsigned char> pointer_table_;
   CommStats stats_;
 };
 
