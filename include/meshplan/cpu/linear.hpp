@@ -11,6 +11,7 @@
 #include "meshplan/core/bfloat16.hpp"
 #include "meshplan/core/size.hpp"
 #include "meshplan/core/tensor.hpp"
+#include "meshplan/cpu/fast_math.hpp"
 
 namespace meshplan::cpu {
 
@@ -28,6 +29,8 @@ void linear(std::span<const X> x, index_t tokens, std::span<const W> w, index_t 
     for (index_t o = 0; o < out; ++o) y[t * out + o] = dot(x.data() + t * in, w.data() + o * in, in);
 }
 
-inline float silu(float x) noexcept { return x / (1.0f + std::exp(-x)); }
+/// SiLU on the exp every CPU path shares (cpu/fast_math.hpp), so that the vectorized
+/// activation of the fast kernels gives the reference's bits.
+inline float silu(float x) noexcept { return silu_fixed(x); }
 
 }  // namespace meshplan::cpu

@@ -1,11 +1,13 @@
 #pragma once
 // CpuBackend<T>: the MoE pipeline's primitives on the CPU (moe/moe_backend.hpp says what a
-// backend supplies). Host tensors; the products run on the cache-blocked kernels of
-// cpu/gemm.hpp on the rank's thread pool; every output keeps the reference's summation
-// order, so the results are those of moe/reference.hpp bit for bit whatever the rows, the
-// threads or the instruction set.
+// backend supplies). Host tensors; the products (router, experts, shared experts) run on
+// the packed, cache-blocked kernels of cpu/gemm.hpp on the rank's ThreadPool, the
+// activation on cpu/fast_math.hpp, the combine on cpu/combine.hpp; every output keeps the
+// reference's summation order, so the results are those of moe/reference.hpp bit for bit
+// whatever the rows, the threads or the instruction set.
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -17,8 +19,12 @@
 #include "meshplan/core/diagnostic.hpp"
 #include "meshplan/core/row_block.hpp"
 #include "meshplan/core/tensor.hpp"
+#include "meshplan/comm/thread_comm.hpp"
 #include "meshplan/cpu/combine.hpp"
-#include "meshplan/cpu/experts.hpp"
+#include "meshplan/cpu/fast_math.hpp"
+#include "meshplan/cpu/gemm.hpp"
+#include "meshplan/cpu/isa.hpp"
+#include "meshplan/cpu/packed_matrix.hpp"
 #include "meshplan/cpu/permute.hpp"
 #include "meshplan/cpu/router.hpp"
 #include "meshplan/model/model_spec.hpp"
@@ -27,6 +33,21 @@
 
 namespace meshplan {
 
+namespace detail {
+/// The ranks whose threads share this machine: all of a ThreadComm's; for processes, what
+/// the launcher says (Open MPI, MPICH), else 1.
+template <class C>
+index_t ranks_on_this_machine(const C& comm) {
+  if constexpr (std::is_same_v<C, ThreadComm>) {
+    return comm.size();
+  } else {
+    for (const char* var : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS"})
+      if (const char* v = std::getenv(var)) return std::max<index_t>(1, std::atoll(v));
+    return 1;
+  }
+}
+}  // namespace detail
+
 template <StorageType T>
 class CpuBackend {
  public:
@@ -34,9 +55,13 @@ class CpuBackend {
   template <class U>
   using tensor = Tensor<U>;
 
-  /// A rank's weights as they were loaded.
+  /// A rank's weights as loaded, and packed for the kernels (cpu/packed_matrix.hpp: fp32
+  /// panels, so bf16 weights take three times their size here in all).
   struct Weights {
     MoEWeights<T> w;
+    cpu::PackedMatrix<float> router;                          // [E, H]
+    std::vector<cpu::PackedMatrix<float>> gate_up, down;      // per local expert: [2I, H], [H, I]
+    cpu::PackedMatrix<float> shared_gate_up, shared_down;     // [2S, H] (gate rows, then up rows), [H, S]
   };
 
   /// The routing of one forward: the pairs (token, slot) sorted by expert, stably.
@@ -48,36 +73,61 @@ class CpuBackend {
     Message problem;
   };
 
-  struct Context {};
+  struct Context {
+    cpu::ThreadPool* pool;
+    cpu::Isa isa;
+  };
 
-  /// `threads`: the threads this rank's kernels use; 0 picks the hardware threads divided by
-  /// the ranks sharing this machine.
+  /// `threads`: the threads this rank's kernels use; by default the hardware threads divided
+  /// by the ranks sharing this machine (known at the first forward, from the communicator).
   CpuBackend() = default;
-  explicit CpuBackend(int threads) : threads_(threads) {}
+  explicit CpuBackend(int threads, cpu::Isa isa = cpu::active_isa())
+      : pool_(std::make_unique<cpu::ThreadPool>(threads)), isa_(isa) {}
 
-  Weights prepare(MoEWeights<T> w) const { return {std::move(w)}; }
+  Weights prepare(MoEWeights<T> w) const {
+    Weights p;
+    const index_t E = w.gate_up.dim(0), I2 = w.gate_up.dim(1), H = w.gate_up.dim(2), I = I2 / 2;
+    p.router = cpu::PackedMatrix<float>::pack(w.router.data(), w.router.dim(0), w.router.dim(1));
+    for (index_t e = 0; e < E; ++e) {
+      p.gate_up.push_back(cpu::PackedMatrix<float>::pack(w.gate_up.data() + e * I2 * H, I2, H));
+      p.down.push_back(cpu::PackedMatrix<float>::pack(w.down.data() + e * H * I, H, I));
+    }
+    if (w.has_shared()) {
+      const index_t S = w.shared_gate.dim(0);
+      std::vector<T> gu(w.shared_gate.vector());
+      gu.insert(gu.end(), w.shared_up.vector().begin(), w.shared_up.vector().end());
+      p.shared_gate_up = cpu::PackedMatrix<float>::pack(gu.data(), 2 * S, H);
+      p.shared_down = cpu::PackedMatrix<float>::pack(w.shared_down.data(), H, S);
+    }
+    p.w = std::move(w);
+    return p;
+  }
 
   template <class C>
   static C& host_comm(C& comm) noexcept {
     return comm;
   }
   template <class C>
-  Context context(C&) {
-    return {};
+  Context context(C& comm) {
+    if (!pool_) pool_ = std::make_unique<cpu::ThreadPool>(cpu::default_threads(detail::ranks_on_this_machine(comm)));
+    return {pool_.get(), isa_};
   }
-  int threads() const noexcept { return threads_; }
+  int threads() const noexcept { return pool_ ? pool_->size() : 0; }
 
-  Routed route(Context&, const Tensor<T>& x, const Weights& w, const ModelSpec& model) {
+  Routed route(Context& c, const Tensor<T>& x, const Weights& w, const ModelSpec& model) {
     Routed r;
-    const Tensor<float> logits = cpu::router_logits(x, w.w.router);
+    const index_t tokens = x.dim(0), E = model.num_experts;
+    Tensor<float> logits({tokens, E});
+    cpu::gemm(cpu::GemmTask<T>{{x.data(), x.dim(1)}, tokens, &w.router, logits.data(), E}, *c.pool, c.isa);
     r.problem = cpu::check_logits(logits);
-    r.counts.assign(static_cast<std::size_t>(model.num_experts), 0);
+    r.counts.assign(static_cast<std::size_t>(E), 0);
     if (!r.problem.ok()) return r;
     r.routing = cpu::route(model, logits, w.w.correction_bias.span());
-    const ExpertOrder sorted = cpu::sort_by_expert(r.routing, model.num_experts);
+    const ExpertOrder sorted = cpu::sort_by_expert(r.routing, E);
     r.order.assign(sorted.order.begin(), sorted.order.end());
     r.inverse.resize(r.order.size());
-    for (std::size_t i = 0; i < r.order.size(); ++i) r.inverse[static_cast<std::size_t>(r.order[i])] = static_cast<std::int32_t>(i);
+    for (std::size_t i = 0; i < r.order.size(); ++i)
+      r.inverse[static_cast<std::size_t>(r.order[i])] = static_cast<std::int32_t>(i);
     r.counts = sorted.counts;
     return r;
   }
@@ -105,31 +155,38 @@ class CpuBackend {
     return out;
   }
 
-  /// The grouped expert MLP on rows grouped by local expert; `through`: read token
-  /// order[i] / top_k as row i.
+  /// The grouped expert MLP on rows grouped by local expert (`offsets`); `through`: row i is
+  /// token order[i] / top_k of `rows`, read in place.
   template <class Row>
-  Tensor<Row> expert_mlp(Context& ctx, const Tensor<T>& rows, const Routed* through, std::span<const index_t> offsets,
-                         const Weights& w) const {
-    const Tensor<T> grouped = through ? rows_by_expert(ctx, rows, *through) : Tensor<T>();
-    const Tensor<T>& in = through ? grouped : rows;
-    const index_t H = w.w.gate_up.dim(2);
-    std::vector<float> y(static_cast<std::size_t>(in.dim(0) * H));
-    cpu::grouped_expert_mlp<T>(in.span(), offsets, w.w.gate_up, w.w.down, y);
-    Tensor<Row> out({in.dim(0), H});
-    for (std::size_t i = 0; i < y.size(); ++i) out[static_cast<index_t>(i)] = from_float<Row>(y[i]);
+  Tensor<Row> expert_mlp(Context& c, const Tensor<T>& rows, const Routed* through, std::span<const index_t> offsets,
+                         const Weights& w) {
+    const index_t H = rows.dim(1), N = offsets.empty() ? 0 : offsets.back();
+    std::vector<cpu::GemmTask<T>> up;
+    for (std::size_t j = 0; j + 1 < offsets.size(); ++j) {
+      cpu::RowSource<T> a{rows.data(), H};
+      if (through) a.index = through->order.data() + offsets[j], a.index_div = through->routing.top_k;
+      else a.base = rows.data() + offsets[j] * H;
+      up.push_back({a, offsets[j + 1] - offsets[j], &w.gate_up[j], nullptr, 0});
+    }
+    Tensor<Row> out({N, H});
+    swiglu(c, up, offsets, w.down, out.data());
     return out;
   }
 
   template <class Row>
-  Tensor<float> combine(Context&, const Tensor<Row>& y, const Routed& r, index_t hidden) const {
+  Tensor<float> combine(Context& c, const Tensor<Row>& y, const Routed& r, index_t hidden) const {
     Tensor<float> out({r.routing.tokens, hidden});
-    cpu::combine<Row>(r.routing, y.span(), r.inverse, hidden, out.span());
+    for_chunks(c, r.routing.tokens, [&](index_t t0, index_t t1) {
+      cpu::combine_tokens<Row>(r.routing, y.span(), r.inverse, hidden, out.span(), t0, t1, c.isa);
+    });
     return out;
   }
 
-  Tensor<float> shared_mlp(Context&, const Tensor<T>& x, const Weights& w) const {
+  Tensor<float> shared_mlp(Context& c, const Tensor<T>& x, const Weights& w) {
+    std::vector<cpu::GemmTask<T>> up{{{x.data(), x.dim(1)}, x.dim(0), &w.shared_gate_up, nullptr, 0}};
+    const index_t offsets[2] = {0, x.dim(0)};
     Tensor<float> out({x.dim(0), x.dim(1)});
-    cpu::dense_mlp(x, w.w.shared_gate, w.w.shared_up, w.w.shared_down, out.span());
+    swiglu(c, up, offsets, std::span(&w.shared_down, 1), out.data());
     return out;
   }
 
@@ -148,7 +205,54 @@ class CpuBackend {
   }
 
  private:
-  int threads_ = 0;
+  /// f(begin, end) over [0, n) in chunks on the pool.
+  template <class F>
+  static void for_chunks(Context& c, index_t n, F&& f) {
+    constexpr index_t chunk = 64;
+    c.pool->parallel_for((n + chunk - 1) / chunk,
+                         [&](index_t i) { f(i * chunk, std::min(n, (i + 1) * chunk)); });
+  }
+
+  /// down(silu(gate x) * up x) for each group of rows: `up` holds the gate_up products
+  /// (their outputs are placed here), `offsets` the groups' first rows, `down` their down
+  /// projections; out [rows, H] of Row. The activation is rounded to T before the down
+  /// projection, as the reference stores it.
+  template <class Row>
+  void swiglu(Context& c, std::vector<cpu::GemmTask<T>>& up, std::span<const index_t> offsets,
+              std::span<const cpu::PackedMatrix<float>> down, Row* out) {
+    const index_t N = offsets.back();
+    const index_t I2 = up.empty() ? 0 : up.front().b->rows(), I = I2 / 2, H = down.empty() ? 0 : down.front().rows();
+    // Workspaces kept from one forward to the next: fresh pages for every forward cost more
+    // than the activation itself.
+    std::vector<float>& gu = grow(gate_up_, N * I2);
+    std::vector<T>& act = grow(act_, N * I);
+    for (std::size_t j = 0; j < up.size(); ++j) up[j].c = gu.data() + offsets[j] * I2, up[j].ldc = I2;
+    cpu::gemm_batch<T>(up, *c.pool, c.isa);
+    for_chunks(c, N, [&](index_t r0, index_t r1) {
+      cpu::silu_mul<T>(gu.data() + r0 * I2, r1 - r0, I, I2, act.data() + r0 * I, I, c.isa);
+    });
+    std::vector<float>& y = grow(down_out_, std::is_same_v<Row, float> ? 0 : N * H);
+    float* y_out = std::is_same_v<Row, float> ? reinterpret_cast<float*>(out) : y.data();
+    std::vector<cpu::GemmTask<T>> tasks;
+    for (std::size_t j = 0; j < up.size(); ++j)
+      tasks.push_back({{act.data() + offsets[j] * I, I}, up[j].m, &down[j], y_out + offsets[j] * H, H});
+    cpu::gemm_batch<T>(tasks, *c.pool, c.isa);
+    if constexpr (!std::is_same_v<Row, float>)
+      for_chunks(c, N, [&](index_t r0, index_t r1) {
+        for (index_t i = r0 * H; i < r1 * H; ++i) out[i] = from_float<Row>(y[static_cast<std::size_t>(i)]);
+      });
+  }
+
+  template <class U>
+  static std::vector<U>& grow(std::vector<U>& v, index_t n) {
+    if (static_cast<index_t>(v.size()) < n) v.resize(static_cast<std::size_t>(n));
+    return v;
+  }
+
+  std::unique_ptr<cpu::ThreadPool> pool_;
+  cpu::Isa isa_ = cpu::active_isa();
+  std::vector<float> gate_up_, down_out_;
+  std::vector<T> act_;
 };
 
 }  // namespace meshplan
