@@ -8,6 +8,7 @@
 // failure (a message, never an abort); 77 for --backend cuda without a GPU.
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <new>
 #include <string>
@@ -36,7 +37,7 @@ using mp::index_t;
 namespace {
 
 constexpr const char* kUsage = R"(usage: meshplan-moe --config FILE --weights FILE --input FILE --output FILE --mesh AXES
-                    [--plan NAME] [--prefix TEXT] [--backend cpu|cuda]
+                    [--plan NAME] [--prefix TEXT] [--backend cpu|cuda] [--threads N]
 
 Runs one MoE block of a transformers model (Qwen3-MoE, Mixtral, DeepSeek-V3) on simulated
 ranks, each reading only its pieces of the weights, and writes the block's output.
@@ -57,6 +58,8 @@ ranks, each reading only its pieces of the weights, and writes the block's outpu
   --plan NAME      tp, tp_sp, ep, ep_tp, ep_sp or etp (docs/plans.md). Default: ep on a
                    mesh without tp, tp on a mesh without ep, else ep_sp
   --backend NAME   cpu (default), or cuda: every rank on one GPU
+  --threads N      CPU threads per rank (default: the hardware threads divided by the
+                   ranks, at least 1)
   --help           this text
 
 Examples:
@@ -72,7 +75,7 @@ Exit status: 0; 2 for bad input (the broken rule is named); 1 for other failures
 using Mesh = mp::DeviceMesh<mp::Axis<"dp">, mp::Axis<"ep">, mp::Axis<"tp">>;
 
 struct Options {
-  std::string config, weights, prefix, input, mesh, output, plan, backend = "cpu";
+  std::string config, weights, prefix, input, mesh, output, plan, backend = "cpu", threads;
   bool help = false;
 };
 
@@ -99,6 +102,7 @@ Options parse(int argc, char** argv) {
                          : arg == "--output"  ? &o.output
                          : arg == "--plan"    ? &o.plan
                          : arg == "--backend" ? &o.backend
+                         : arg == "--threads" ? &o.threads
                                               : nullptr;
     if (!field) throw UsageError(mp::Message::rule("runner_options") << "unknown option '" << arg << "'");
     if (i + 1 >= argc) throw UsageError(mp::Message::rule("runner_options") << arg << " needs a value");
@@ -171,6 +175,17 @@ void check_capacity(const mp::ModelSpec& model, const mp::MeshSpec& spec, std::s
   enforce(mp::comm_rules::simulated_ranks_fit(spec.to_string(), spec.size(), bytes, cap));
 }
 
+/// --threads, or the hardware threads divided by the simulated ranks.
+int threads_per_rank(const Options& o, index_t ranks) {
+  if (o.threads.empty()) return mp::cpu::default_threads(ranks);
+  char* end = nullptr;
+  const long n = std::strtol(o.threads.c_str(), &end, 10);
+  if (*end != '\0' || n < 1 || n > 1024)
+    throw UsageError(mp::Message::rule("runner_options") << "--threads needs a count from 1 to 1024, not '" << o.threads
+                                                         << "'");
+  return static_cast<int>(n);
+}
+
 #ifdef MESHPLAN_RUNNER_CUDA
 /// Host rows in, host rows out, the state as the block returns it.
 struct DeviceForward {
@@ -211,9 +226,12 @@ void run(const Options& o, const mp::ModelSpec& model, const mp::MeshSpec& spec)
   }
 #endif
   if (o.backend == "cpu") {
-    using Block = mp::MoEBlock<mp::RuntimeModel, Mesh, Plan>;
+    using Backend = mp::CpuBackend<float>;
+    using Block = mp::MoEBlock<mp::RuntimeModel, Mesh, Plan, Backend>;
+    const int threads = threads_per_rank(o, block_spec.size());
     mp::ThreadWorld world(block_spec.size());
-    result = mp::run_moe_batch(world, tokens, x, [&](index_t r) { return Block(model, mesh, r, load); });
+    result = mp::run_moe_batch(world, tokens, x,
+                               [&](index_t r) { return Block(model, mesh, r, load, Backend(threads)); });
   }
   if (result.disagreements() != 0)
     throw std::runtime_error("meshplan-moe: internal error: ranks holding the same tokens disagree (" +
