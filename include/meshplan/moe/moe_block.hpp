@@ -244,7 +244,9 @@ class MoEBlock {
     constexpr bool routed_partial = !block_plan.expert_tp_axis.empty();
     using Row = std::conditional_t<routed_partial, float, T>;
     tensor<Row> y;
-    if constexpr (block_plan.expert_parallel()) {
+    // An expert-parallel group of one member holds every expert: its exchange would move
+    // each row to itself, so it takes the local path (the same rows, the same bits).
+    if (block_plan.expert_parallel() && group(block_plan.ep_axis).size() > 1) {
       y = dispatch_and_compute<Row>(comm, ctx, *x, state);
     } else {
       const std::vector<index_t> offsets = exclusive_offsets(state.routed.counts);
