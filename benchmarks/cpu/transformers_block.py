@@ -8,7 +8,7 @@ block it times: `case.safetensors` holds the block's weights under transformers'
 (gate.weight, experts.gate_up_proj, experts.down_proj), `hidden_states` [tokens, H], and the
 config in its metadata (hidden_size, moe_intermediate_size, num_experts,
 num_experts_per_tok, norm_topk_prob). Prints one JSON line: {"ms": median forward time,
-"out": path of its output}, or {"skipped": reason} when torch or transformers is missing.
+"out": path of its output (hidden_states, and topk_ids: the experts its router chose)}, or {"skipped": reason} when torch or transformers is missing.
 """
 from __future__ import annotations
 
@@ -69,7 +69,10 @@ def main() -> int:
               "experts_implementation": str(getattr(block.experts.config, "_experts_implementation", None))}
     if args.out:
         out = y[0] if isinstance(y, tuple) else y
-        save_file({"hidden_states": out.squeeze(0).float().contiguous()}, args.out)
+        with torch.no_grad():  # its expert choice, so that near-ties can be told apart
+            _, _, topk_ids = block.gate(x.view(-1, x.shape[-1]))
+        save_file({"hidden_states": out.squeeze(0).float().contiguous(),
+                   "topk_ids": topk_ids.to(torch.int32).contiguous()}, args.out)
         result["out"] = args.out
     print(json.dumps(result))
     return 0
