@@ -55,6 +55,22 @@ Tensor<float> router_logits(const Tensor<T>& x, const Tensor<T>& gate) {
   return logits;
 }
 
+/// One token's scores from its logits: sigmoids (DeepSeek-V3), or the softmax over all
+/// experts (max subtracted, sums in expert order). The routing and its backward both read
+/// them from here.
+inline void router_scores(const ModelSpec& model, std::span<const float> l, std::span<float> scores) {
+  const std::size_t E = l.size();
+  if (model.router() == RouterKind::sigmoid_group_topk) {
+    for (std::size_t e = 0; e < E; ++e) scores[e] = 1.0f / (1.0f + std::exp(-l[e]));
+    return;
+  }
+  float max = l[0];
+  for (std::size_t e = 1; e < E; ++e) max = std::max(max, l[e]);
+  float total = 0.0f;
+  for (std::size_t e = 0; e < E; ++e) total += (scores[e] = std::exp(l[e] - max));
+  for (std::size_t e = 0; e < E; ++e) scores[e] /= total;
+}
+
 /// The first non-finite logit, or ok.
 inline Message check_logits(const Tensor<float>& logits) {
   const index_t tokens = logits.rank() == 2 ? logits.dim(0) : 0, experts = logits.rank() == 2 ? logits.dim(1) : 0;
@@ -79,9 +95,9 @@ inline Routing route(const ModelSpec& model, const Tensor<float>& logits, std::s
     std::span<std::int32_t> ids(r.experts.data() + t * k, static_cast<std::size_t>(k));
     std::span<float> w(r.weights.data() + t * k, static_cast<std::size_t>(k));
 
+    router_scores(model, l, scores);
     if (model.router() == RouterKind::sigmoid_group_topk) {
       enforce(tensor_rules::shape_matches("e_score_correction_bias", {static_cast<index_t>(correction_bias.size())}, {E}));
-      for (index_t e = 0; e < E; ++e) scores[e] = 1.0f / (1.0f + std::exp(-l[e]));
       std::vector<float> choice(static_cast<std::size_t>(E));
       for (index_t e = 0; e < E; ++e) choice[e] = scores[e] + correction_bias[e];
       const index_t groups = model.n_group, per_group = E / groups;
@@ -106,12 +122,6 @@ inline Routing route(const ModelSpec& model, const Tensor<float>& logits, std::s
       continue;
     }
 
-    // Softmax over all experts (max subtracted, sums in expert order).
-    float max = l[0];
-    for (index_t e = 1; e < E; ++e) max = std::max(max, l[e]);
-    float total = 0.0f;
-    for (index_t e = 0; e < E; ++e) total += (scores[e] = std::exp(l[e] - max));
-    for (index_t e = 0; e < E; ++e) scores[e] /= total;
     top_k(scores, k, ids);
     float sum = 0.0f;
     for (index_t s = 0; s < k; ++s) sum += (w[s] = scores[ids[s]]);
