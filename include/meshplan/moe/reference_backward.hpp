@@ -27,12 +27,16 @@
 // multiply-adds from 0.
 
 #include <cmath>
+#include <algorithm>
 #include <cstddef>
+#include <cstdint>
+#include <span>
 #include <vector>
 
 #include "meshplan/core/bfloat16.hpp"
 #include "meshplan/core/diagnostic.hpp"
 #include "meshplan/core/tensor.hpp"
+#include "meshplan/cpu/experts.hpp"
 #include "meshplan/cpu/linear.hpp"
 #include "meshplan/cpu/router.hpp"
 #include "meshplan/model/model_spec.hpp"
