@@ -22,14 +22,18 @@
 namespace meshplan::cpu {
 
 /// y[H] (fp32) for one row x[H]: gate [I, H], up [I, H], down [H, I], all of type T.
+/// `act` gets the stored activation; `pre_gate` and `pre_up`, when given, the fp32
+/// pre-activations [I] (what the backward needs).
 template <class T>
 void mlp_row(const T* x, const T* gate, const T* up, const T* down, index_t hidden, index_t inter, float* y,
-             std::vector<T>& act) {
+             std::vector<T>& act, float* pre_gate = nullptr, float* pre_up = nullptr) {
   act.resize(static_cast<std::size_t>(inter));
   for (index_t i = 0; i < inter; ++i) {
     float g = dot(x, gate + i * hidden, hidden);
     float u = dot(x, up + i * hidden, hidden);
     act[static_cast<std::size_t>(i)] = from_float<T>(silu(g) * u);
+    if (pre_gate) pre_gate[i] = g;
+    if (pre_up) pre_up[i] = u;
   }
   for (index_t h = 0; h < hidden; ++h) y[h] = dot(act.data(), down + h * inter, inter);
 }

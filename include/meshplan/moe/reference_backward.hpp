@@ -101,20 +101,19 @@ inline void router_backward_row(const ModelSpec& model, std::span<const float> s
   }
 }
 
-/// The backward of one row through a SwiGLU MLP (gate, up [I, H], down [H, I] of type T):
-/// given x [H] and the output gradient dout [H], accumulates dgate, dup [I, H] and ddown
-/// [H, I] (fp32, one fma per term onto what they hold) and writes dx [H] as a fresh chain.
+/// The backward of one row through a SwiGLU MLP (gate, up [I, H], down [H, I] of type T),
+/// given the row x [H], its forward's pre-activations g, u [I] and stored activation act
+/// [I] (cpu::mlp_row hands them out), and the output gradient dout [H]: accumulates
+/// dgate, dup [I, H] and ddown [H, I] (fp32, one fma per term onto what they hold) and
+/// writes dx [H] as a fresh chain.
 template <class T>
 void mlp_row_backward(const T* x, const T* gate, const T* up, const T* down, index_t hidden, index_t inter,
-                      const float* dout, float* dgate, float* dup, float* ddown, float* dx) {
-  std::vector<float> g(static_cast<std::size_t>(inter)), u(g), a(g), dg(g), du(g);
-  for (index_t i = 0; i < inter; ++i) {
-    g[i] = dot(x, gate + i * hidden, hidden);
-    u[i] = dot(x, up + i * hidden, hidden);
-    a[i] = to_float(from_float<T>(silu(g[i]) * u[i]));  // the activation as the forward stored it
-  }
+                      const float* g, const float* u, const T* act, const float* dout, float* dgate, float* dup,
+                      float* ddown, float* dx) {
+  std::vector<float> dg(static_cast<std::size_t>(inter)), du(dg);
   for (index_t h = 0; h < hidden; ++h)
-    for (index_t i = 0; i < inter; ++i) ddown[h * inter + i] = std::fma(dout[h], a[i], ddown[h * inter + i]);
+    for (index_t i = 0; i < inter; ++i)
+      ddown[h * inter + i] = std::fma(dout[h], to_float(act[i]), ddown[h * inter + i]);
   for (index_t i = 0; i < inter; ++i) {
     float da = 0.0f;
     for (index_t h = 0; h < hidden; ++h) da = std::fma(dout[h], to_float(down[h * inter + i]), da);
@@ -171,6 +170,7 @@ MoEGradients reference_moe_backward(const ModelSpec& model, const MoEWeights<T>&
   }
 
   std::vector<float> y(static_cast<std::size_t>(H)), drow(y), dx_part(y), scores(static_cast<std::size_t>(E));
+  std::vector<float> pre_gate(static_cast<std::size_t>(std::max(I, S))), pre_up(pre_gate);
   std::vector<float> dw(static_cast<std::size_t>(k)), dlogits(scores);
   std::vector<T> act;
   for (index_t t = 0; t < tokens; ++t) {
@@ -181,19 +181,22 @@ MoEGradients reference_moe_backward(const ModelSpec& model, const MoEWeights<T>&
       const index_t e = routing.expert(t, s);
       const T* gate = w.gate_up.data() + e * 2 * I * H;
       const T* down = w.down.data() + e * H * I;
-      cpu::mlp_row(xt, gate, gate + I * H, down, H, I, y.data(), act);
+      cpu::mlp_row(xt, gate, gate + I * H, down, H, I, y.data(), act, pre_gate.data(), pre_up.data());
       float d = 0.0f;
       for (index_t h = 0; h < H; ++h) d = std::fma(to_float(from_float<T>(y[h])), dyt[h], d);
       dw[s] = d;
       for (index_t h = 0; h < H; ++h) drow[h] = routing.weight(t, s) * dyt[h];
       float* dgate = g.gate_up.data() + e * 2 * I * H;
-      cpu::mlp_row_backward(xt, gate, gate + I * H, down, H, I, drow.data(), dgate, dgate + I * H,
-                            g.down.data() + e * H * I, dx_part.data());
+      cpu::mlp_row_backward(xt, gate, gate + I * H, down, H, I, pre_gate.data(), pre_up.data(), act.data(),
+                            drow.data(), dgate, dgate + I * H, g.down.data() + e * H * I, dx_part.data());
       for (index_t h = 0; h < H; ++h) dxt[h] += dx_part[h];
     }
     if (w.has_shared()) {
-      cpu::mlp_row_backward(xt, w.shared_gate.data(), w.shared_up.data(), w.shared_down.data(), H, S, dyt,
-                            g.shared_gate.data(), g.shared_up.data(), g.shared_down.data(), dx_part.data());
+      cpu::mlp_row(xt, w.shared_gate.data(), w.shared_up.data(), w.shared_down.data(), H, S, y.data(), act,
+                   pre_gate.data(), pre_up.data());
+      cpu::mlp_row_backward(xt, w.shared_gate.data(), w.shared_up.data(), w.shared_down.data(), H, S,
+                            pre_gate.data(), pre_up.data(), act.data(), dyt, g.shared_gate.data(),
+                            g.shared_up.data(), g.shared_down.data(), dx_part.data());
       for (index_t h = 0; h < H; ++h) dxt[h] += dx_part[h];
     }
     cpu::router_scores(model, logits.row(t), scores);
