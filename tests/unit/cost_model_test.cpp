@@ -43,7 +43,11 @@ TEST_CASE("tensor parallelism: one all-reduce of [T, H] per block forward and pe
   // Backward: the replicated inputs of q/k/v and of the experts carry partial gradients.
   CHECK(find(layer.backward, "layers.*.self_attn.q_proj.weight", Collective::all_reduce).payload_bytes == 4 * MiB);
   CHECK(find(layer.backward, "layers.*.mlp.experts.gate_up_proj", Collective::all_reduce).payload_bytes == 4 * MiB);
-  CHECK(layer.backward.size() == 2);
+  // The experts' outputs are partial sums, so the gradients of the routing weights (<y, dy>,
+  // fp32) are too: 1024 tokens x top-8 x 4 bytes.
+  CHECK(find(layer.backward, "layers.*.mlp.experts.down_proj (routing weights)", Collective::all_reduce).payload_bytes ==
+        1024 * 8 * 4);
+  CHECK(layer.backward.size() == 3);
   // The output embedding gathers the full logits: 1024 x 151936 x 2 bytes.
   const auto& ends = r.sections[0];
   CHECK(find(ends.forward, "lm_head.weight", Collective::all_gather).payload_bytes == 1024.0 * 151936 * 2);

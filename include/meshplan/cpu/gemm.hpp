@@ -70,7 +70,10 @@ struct RowSource {
   }
 };
 
-/// One product: c [m, N] (leading dimension ldc) = a [m, K] b^T, b packed [N, K].
+/// One product: c [m, N] (leading dimension ldc) = a [m, K] b^T, b packed [N, K]. With
+/// `accumulate`, every chain starts from what c holds instead of +0: c += a b^T in the
+/// defined order, so a sum split over calls (over rows of a weight gradient, or over ranks)
+/// continues one chain and has the bits of a single call.
 template <StorageType X>
 struct GemmTask {
   RowSource<X> a;
@@ -78,6 +81,7 @@ struct GemmTask {
   const PackedMatrix<float>* b = nullptr;
   float* c = nullptr;
   index_t ldc = 0;
+  bool accumulate = false;
 };
 
 namespace gemm_detail {
@@ -389,7 +393,8 @@ void run_tile(const GemmTask<X>& task, const Tile& tile, std::vector<float>& a_b
   const PackedMatrix<float>& b = *task.b;
   const index_t n = b.rows(), k = b.cols();
   const index_t last_panel = tile.panel0 + tile.panels;
-  if (k == 0) {  // the sum of nothing: every chain stays at its +0 start
+  if (k == 0) {  // the sum of nothing: every chain stays at its start
+    if (task.accumulate) return;
     for (index_t r = 0; r < tile.rows; ++r)
       for (index_t p = tile.panel0; p < last_panel; ++p) {
         float* c = task.c + (tile.row0 + r) * task.ldc + p * panel_width;
@@ -436,7 +441,7 @@ void run_tile(const GemmTask<X>& task, const Tile& tile, std::vector<float>& a_b
           const index_t mr = std::min<index_t>(MR, tile.rows - i);
           const index_t line0 = ahead_lines * q / micro_panels, line1 = ahead_lines * (q + 1) / micro_panels;
           kernels<I>[static_cast<std::size_t>(mr - 1)](a + i * a_stride, bp, kc, c_panel + i * task.ldc, task.ldc, cols,
-                                                       k0 > 0, ahead + line0 * 16, line1 - line0);
+                                                       k0 > 0 || task.accumulate, ahead + line0 * 16, line1 - line0);
         }
       }
     }
@@ -491,7 +496,7 @@ void gemm_batch(std::span<const GemmTask<X>> tasks, ThreadPool& pool, Isa isa = 
   }
 }
 
-/// c [m, N] = a [m, K] b^T in the defined order.
+/// c [m, N] = a [m, K] b^T (or c += a b^T with task.accumulate) in the defined order.
 template <StorageType X>
 void gemm(const GemmTask<X>& task, ThreadPool& pool, Isa isa = active_isa()) {
   gemm_batch(std::span<const GemmTask<X>>(&task, 1), pool, isa);

@@ -7,6 +7,7 @@
 // whatever the rows, the threads or the instruction set.
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstdint>
 #include <memory>
@@ -20,6 +21,7 @@
 #include "meshplan/core/row_block.hpp"
 #include "meshplan/core/tensor.hpp"
 #include "meshplan/comm/thread_comm.hpp"
+#include "meshplan/cpu/backward.hpp"
 #include "meshplan/cpu/combine.hpp"
 #include "meshplan/cpu/fast_math.hpp"
 #include "meshplan/cpu/gemm.hpp"
@@ -62,6 +64,28 @@ class CpuBackend {
     cpu::PackedMatrix<float> router;                          // [E, H]
     std::vector<cpu::PackedMatrix<float>> gate_up, down;      // per local expert: [2I, H], [H, I]
     cpu::PackedMatrix<float> shared_gate_up, shared_down;     // [2S, H] (gate rows, then up rows), [H, S]
+    // The transposes the backward's input gradients read, packed at its first call
+    // (prepare_backward): a forward-only block does not pay for them.
+    cpu::PackedMatrix<float> router_t;                        // [H, E]
+    std::vector<cpu::PackedMatrix<float>> gate_up_t, down_t;  // per local expert: [H, 2I], [I, H]
+    cpu::PackedMatrix<float> shared_gate_up_t, shared_down_t; // [H, 2S], [S, H]
+    bool backward_ready = false;
+  };
+
+  /// What a grouped SwiGLU MLP's forward keeps for its backward: its fp32 pre-activations
+  /// and its stored activation, and the rows it read where they are not the block's input
+  /// (expert parallelism's received rows).
+  struct Activations {
+    Tensor<T> rows;               // [N, H], grouped; empty: read through the routing from x
+    std::vector<float> gate_up;   // [N, 2I]
+    std::vector<T> act;           // [N, I]
+  };
+
+  /// A grouped MLP's backward, before its weight gradients: the input gradient of each row
+  /// and the gradient at the gate/up outputs, which the weight gradients read.
+  struct MlpBackward {
+    Tensor<float> dx;             // [N, H]
+    std::vector<float> dgate_up;  // [N, 2I]
   };
 
   /// The routing of one forward: the pairs (token, slot) sorted by expert, stably.
@@ -70,6 +94,7 @@ class CpuBackend {
     std::vector<std::int32_t> order;    // sorted position -> pair
     std::vector<std::int32_t> inverse;  // pair -> sorted position
     std::vector<index_t> counts;        // pairs per global expert
+    Tensor<float> logits;               // [tokens, E]: the router backward's scores come from these
     Message problem;
   };
 
@@ -117,12 +142,12 @@ class CpuBackend {
   Routed route(Context& c, const Tensor<T>& x, const Weights& w, const ModelSpec& model) {
     Routed r;
     const index_t tokens = x.dim(0), E = model.num_experts;
-    Tensor<float> logits({tokens, E});
-    cpu::gemm(cpu::GemmTask<T>{{x.data(), x.dim(1)}, tokens, &w.router, logits.data(), E}, *c.pool, c.isa);
-    r.problem = cpu::check_logits(logits);
+    r.logits = Tensor<float>({tokens, E});
+    cpu::gemm(cpu::GemmTask<T>{{x.data(), x.dim(1)}, tokens, &w.router, r.logits.data(), E}, *c.pool, c.isa);
+    r.problem = cpu::check_logits(r.logits);
     r.counts.assign(static_cast<std::size_t>(E), 0);
     if (!r.problem.ok()) return r;
-    r.routing = cpu::route(model, logits, w.w.correction_bias.span());
+    r.routing = cpu::route(model, r.logits, w.w.correction_bias.span());
     const ExpertOrder sorted = cpu::sort_by_expert(r.routing, E);
     r.order.assign(sorted.order.begin(), sorted.order.end());
     r.inverse.resize(r.order.size());
@@ -157,9 +182,10 @@ class CpuBackend {
 
   /// The grouped expert MLP on rows grouped by local expert (`offsets`); `through`: row i is
   /// token order[i] / top_k of `rows`, read in place.
+  /// With `keep`, the pre-activations and the activation are moved there for the backward.
   template <class Row>
   Tensor<Row> expert_mlp(Context& c, const Tensor<T>& rows, const Routed* through, std::span<const index_t> offsets,
-                         const Weights& w) {
+                         const Weights& w, Activations* keep = nullptr) {
     const index_t H = rows.dim(1), N = offsets.empty() ? 0 : offsets.back();
     std::vector<cpu::GemmTask<T>> up;
     for (std::size_t j = 0; j + 1 < offsets.size(); ++j) {
@@ -169,7 +195,7 @@ class CpuBackend {
       up.push_back({a, offsets[j + 1] - offsets[j], &w.gate_up[j], nullptr, 0});
     }
     Tensor<Row> out({N, H});
-    swiglu(c, up, offsets, w.down, out.data());
+    swiglu(c, up, offsets, w.down, out.data(), keep);
     return out;
   }
 
@@ -182,12 +208,170 @@ class CpuBackend {
     return out;
   }
 
-  Tensor<float> shared_mlp(Context& c, const Tensor<T>& x, const Weights& w) {
+  Tensor<float> shared_mlp(Context& c, const Tensor<T>& x, const Weights& w, Activations* keep = nullptr) {
     std::vector<cpu::GemmTask<T>> up{{{x.data(), x.dim(1)}, x.dim(0), &w.shared_gate_up, nullptr, 0}};
     const index_t offsets[2] = {0, x.dim(0)};
     Tensor<float> out({x.dim(0), x.dim(1)});
-    swiglu(c, up, offsets, std::span(&w.shared_down, 1), out.data());
+    swiglu(c, up, offsets, std::span(&w.shared_down, 1), out.data(), keep);
     return out;
+  }
+
+  // ---- The backward's primitives (moe/moe_backend.hpp) ------------------------------------
+
+  /// Packs the transposed weights the input gradients read (once per set of weights).
+  void prepare_backward(Context& c, Weights& p) const {
+    if (p.backward_ready) return;
+    const MoEWeights<T>& w = p.w;
+    const index_t E = w.gate_up.dim(0), I2 = w.gate_up.dim(1), H = w.gate_up.dim(2), I = I2 / 2;
+    p.router_t = cpu::PackedMatrix<float>::pack_transposed(w.router.data(), w.router.dim(0), H, H, c.pool);
+    p.gate_up_t.clear();
+    p.down_t.clear();
+    for (index_t e = 0; e < E; ++e) {
+      p.gate_up_t.push_back(cpu::PackedMatrix<float>::pack_transposed(w.gate_up.data() + e * I2 * H, I2, H, H, c.pool));
+      p.down_t.push_back(cpu::PackedMatrix<float>::pack_transposed(w.down.data() + e * H * I, H, I, I, c.pool));
+    }
+    if (w.has_shared()) {
+      const index_t S = w.shared_gate.dim(0);
+      std::vector<T> gu(w.shared_gate.vector());
+      gu.insert(gu.end(), w.shared_up.vector().begin(), w.shared_up.vector().end());
+      p.shared_gate_up_t = cpu::PackedMatrix<float>::pack_transposed(gu.data(), 2 * S, H, H, c.pool);
+      p.shared_down_t = cpu::PackedMatrix<float>::pack_transposed(w.shared_down.data(), H, S, S, c.pool);
+    }
+    p.backward_ready = true;
+  }
+
+  /// Whether every element is finite.
+  bool all_finite(Context&, const Tensor<float>& t) const {
+    for (float v : t.vector())
+      if (!std::isfinite(v)) return false;
+    return true;
+  }
+
+  /// The combine's backward: for each pair (t, s) at sorted position i, the row gradient
+  /// rows[i] = w[t, s] dy[t] and the weight's gradient dw[t, s] = <y[i], dy[t]> (one chain
+  /// over h; y as the forward stored it).
+  template <class Row>
+  std::pair<Tensor<float>, Tensor<float>> combine_backward(Context& c, const Tensor<Row>& y, const Routed& r,
+                                                           const Tensor<float>& dy) const {
+    const index_t tokens = r.routing.tokens, k = r.routing.top_k, H = dy.dim(1);
+    Tensor<float> rows({tokens * k, H}), dw({tokens, k});
+    for_chunks(c, tokens, [&](index_t t0, index_t t1) {
+      for (index_t t = t0; t < t1; ++t)
+        for (index_t s = 0; s < k; ++s) {
+          const index_t i = r.inverse[static_cast<std::size_t>(t * k + s)];
+          const float w = r.routing.weight(t, s);
+          const float* g = dy.data() + t * H;
+          const Row* yi = y.data() + i * H;
+          float* out = rows.data() + i * H;
+          float d = 0.0f;
+          for (index_t h = 0; h < H; ++h) {
+            d = std::fma(to_float(yi[h]), g[h], d);
+            out[h] = w * g[h];
+          }
+          dw[t * k + s] = d;
+        }
+    });
+    return {std::move(rows), std::move(dw)};
+  }
+
+  /// The logits' gradient [tokens, E] from the routing weights' gradient [tokens, k].
+  Tensor<float> router_backward(Context& c, const Routed& r, const Tensor<float>& dw, const ModelSpec& model) const {
+    const index_t tokens = r.routing.tokens, k = r.routing.top_k, E = model.num_experts;
+    Tensor<float> dlogits({tokens, E});
+    for_chunks(c, tokens, [&](index_t t0, index_t t1) {
+      std::vector<float> scores(static_cast<std::size_t>(E));
+      for (index_t t = t0; t < t1; ++t) {
+        const auto at = static_cast<std::size_t>(t * k), n = static_cast<std::size_t>(k);
+        cpu::router_scores(model, r.logits.row(t), scores);
+        cpu::router_backward_row(model, scores, std::span(r.routing.experts).subspan(at, n),
+                                 std::span(r.routing.weights).subspan(at, n), dw.span().subspan(at, n),
+                                 dlogits.span().subspan(static_cast<std::size_t>(t * E), static_cast<std::size_t>(E)));
+      }
+    });
+    return dlogits;
+  }
+
+  /// The router's input gradient dlogits [tokens, E] router [E, H] (one chain over e).
+  Tensor<float> router_input_grad(Context& c, const Tensor<float>& dlogits, const Weights& w) const {
+    const index_t tokens = dlogits.dim(0), H = w.router_t.rows();
+    Tensor<float> dx({tokens, H});
+    cpu::gemm(cpu::GemmTask<float>{{dlogits.data(), dlogits.dim(1)}, tokens, &w.router_t, dx.data(), H}, *c.pool, c.isa);
+    return dx;
+  }
+
+  /// A grouped SwiGLU MLP's backward from the output gradient dout [N, H] (grouped by
+  /// `offsets`, as the forward's rows): da = dout down, the SwiGLU's derivative, and
+  /// dx = dgate_up gate_up, each a chain in the reference's order. `shared`: the shared
+  /// experts' weights instead of the local experts'.
+  MlpBackward mlp_backward(Context& c, const Tensor<float>& dout, std::span<const index_t> offsets,
+                           const Activations& a, const Weights& w, bool shared) const {
+    using Packs = std::span<const cpu::PackedMatrix<float>>;
+    const Packs gate_up_t = shared ? Packs(&w.shared_gate_up_t, 1) : Packs(w.gate_up_t);
+    const Packs down_t = shared ? Packs(&w.shared_down_t, 1) : Packs(w.down_t);
+    const index_t N = offsets.back(), H = dout.dim(1), I = down_t.empty() ? 0 : down_t.front().rows();
+    std::vector<float> da(static_cast<std::size_t>(N * I));
+    std::vector<cpu::GemmTask<float>> tasks;
+    for (std::size_t j = 0; j + 1 < offsets.size(); ++j)
+      tasks.push_back({{dout.data() + offsets[j] * H, H}, offsets[j + 1] - offsets[j], &down_t[j],
+                       da.data() + offsets[j] * I, I});
+    cpu::gemm_batch<float>(tasks, *c.pool, c.isa);
+    MlpBackward b{Tensor<float>({N, H}), std::vector<float>(static_cast<std::size_t>(N * 2 * I))};
+    for_chunks(c, N, [&](index_t r0, index_t r1) {
+      cpu::swiglu_backward_rows(a.gate_up.data() + r0 * 2 * I, da.data() + r0 * I, r1 - r0, I,
+                                b.dgate_up.data() + r0 * 2 * I);
+    });
+    tasks.clear();
+    for (std::size_t j = 0; j + 1 < offsets.size(); ++j)
+      tasks.push_back({{b.dgate_up.data() + offsets[j] * 2 * I, 2 * I}, offsets[j + 1] - offsets[j], &gate_up_t[j],
+                       b.dx.data() + offsets[j] * H, H});
+    cpu::gemm_batch<float>(tasks, *c.pool, c.isa);
+    return b;
+  }
+
+  /// Adds the weight-gradient terms of rows [first[j], +count[j]) of each group j to
+  /// dgate_up [groups, 2I, H] and ddown [groups, H, I], continuing their chains: the rows
+  /// are `rows` (grouped), or x's read through the routing when `rows` is empty.
+  void mlp_weight_grads(Context& c, const Tensor<T>& x, const Routed* through, const Activations& a,
+                        const Tensor<float>& dout, const MlpBackward& b, std::span<const index_t> first,
+                        std::span<const index_t> count, float* dgate_up, float* ddown) const {
+    const index_t H = dout.dim(1), groups = static_cast<index_t>(first.size());
+    const index_t N = dout.dim(0), I = N > 0 ? static_cast<index_t>(a.act.size()) / N : 0;
+    cpu::RowSource<T> rows{a.rows.numel() > 0 ? a.rows.data() : x.data(), H};
+    if (a.rows.numel() == 0 && through) rows.index = through->order.data(), rows.index_div = through->routing.top_k;
+    std::vector<cpu::OuterTerm<T>> terms;
+    for (index_t j = 0; j < groups; ++j) {
+      const index_t r0 = first[static_cast<std::size_t>(j)], n = count[static_cast<std::size_t>(j)];
+      terms.push_back({b.dgate_up.data() + r0 * 2 * I, 2 * I, cpu::rows_from(rows, r0), n, 2 * I, H,
+                       dgate_up + j * 2 * I * H});
+      terms.push_back({dout.data() + r0 * H, H, cpu::RowSource<T>{a.act.data() + r0 * I, I}, n, H, I,
+                       ddown + j * H * I});
+    }
+    cpu::accumulate_outer<T>(terms, *c.pool, c.isa);
+  }
+
+  /// Adds rows [first, +count) of dlogits^T x to the router's gradient [E, H].
+  void router_weight_grad(Context& c, const Tensor<T>& x, const Tensor<float>& dlogits, index_t first, index_t count,
+                          float* drouter) const {
+    const index_t H = x.dim(1), E = dlogits.dim(1);
+    const cpu::OuterTerm<T> term{dlogits.data() + first * E, E, {x.data() + first * H, H}, count, E, H, drouter};
+    cpu::accumulate_outer<T>(std::span(&term, 1), *c.pool, c.isa);
+  }
+
+  /// The input gradient of each token from its slots' row gradients (sorted order), summed
+  /// in slot order from +0.
+  Tensor<float> unpermute_add(Context& c, const Tensor<float>& rows, const Routed& r, index_t hidden) const {
+    const index_t tokens = r.routing.tokens, k = r.routing.top_k;
+    Tensor<float> dx({tokens, hidden});
+    for_chunks(c, tokens, [&](index_t t0, index_t t1) {
+      for (index_t t = t0; t < t1; ++t) {
+        float* out = dx.data() + t * hidden;
+        for (index_t s = 0; s < k; ++s) {
+          const float* row = rows.data() + static_cast<index_t>(r.inverse[static_cast<std::size_t>(t * k + s)]) * hidden;
+          for (index_t h = 0; h < hidden; ++h) out[h] += row[h];
+        }
+      }
+    });
+    return dx;
   }
 
   void add(Context&, Tensor<float>& a, const Tensor<float>& b) const {
@@ -219,7 +403,7 @@ class CpuBackend {
   /// projection, as the reference stores it.
   template <class Row>
   void swiglu(Context& c, std::vector<cpu::GemmTask<T>>& up, std::span<const index_t> offsets,
-              std::span<const cpu::PackedMatrix<float>> down, Row* out) {
+              std::span<const cpu::PackedMatrix<float>> down, Row* out, Activations* keep) {
     const index_t N = offsets.back();
     const index_t I2 = up.empty() ? 0 : up.front().b->rows(), I = I2 / 2, H = down.empty() ? 0 : down.front().rows();
     // Workspaces kept from one forward to the next: fresh pages for every forward cost more
@@ -241,6 +425,10 @@ class CpuBackend {
       for_chunks(c, N, [&](index_t r0, index_t r1) {
         for (index_t i = r0 * H; i < r1 * H; ++i) out[i] = from_float<Row>(y[static_cast<std::size_t>(i)]);
       });
+    if (keep) {
+      keep->gate_up.assign(gu.begin(), gu.begin() + N * I2);
+      keep->act.assign(act.begin(), act.begin() + N * I);
+    }
   }
 
   template <class U>

@@ -71,6 +71,39 @@ class PackedMatrix {
     return m;
   }
 
+  /// Packs the transpose of b [k, n] (row i, column o at b[i * ld + o], ld >= n): the
+  /// product then reads b's columns as its rows, as the backward's dgrad and wgrad need.
+  template <StorageType W>
+  static PackedMatrix pack_transposed(const W* b, index_t k, index_t n, index_t ld, ThreadPool* pool = nullptr) {
+    enforce(n >= 0 && k >= 0 && ld >= n && (b != nullptr || n * k == 0)
+                ? Message{}
+                : Message::rule("gemm_shape") << "cannot pack the transpose of a matrix of shape [" << k << ", " << n
+                                              << "] with leading dimension " << ld);
+    PackedMatrix m;
+    m.rows_ = n;
+    m.cols_ = k;
+    m.panels_ = (n + panel_width - 1) / panel_width;
+    std::size_t elements = static_cast<std::size_t>(m.panels_ * panel_width * k);
+    if (elements > 0) m.data_.reset(static_cast<float*>(::operator new(elements * sizeof(float), alignment)));
+    auto pack_panel = [&](index_t p) {
+      float* dst = m.data_.get() + p * panel_width * k;
+      const index_t first = p * panel_width;
+      const index_t width = n - first < panel_width ? n - first : panel_width;
+      // Row i of the panel is row i of b's columns [first, +width): one contiguous read.
+      for (index_t i = 0; i < k; ++i) {
+        const W* row = b + i * ld + first;
+        float* out = dst + i * panel_width;
+        for (index_t j = 0; j < width; ++j) out[j] = to_float(row[j]);
+        for (index_t j = width; j < panel_width; ++j) out[j] = 0.0f;
+      }
+    };
+    if (pool != nullptr)
+      pool->parallel_for(m.panels_, pack_panel);
+    else
+      for (index_t p = 0; p < m.panels_; ++p) pack_panel(p);
+    return m;
+  }
+
   /// N: the output columns of a product with this matrix.
   index_t rows() const noexcept { return rows_; }
   /// K: the reduction length.

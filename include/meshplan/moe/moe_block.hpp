@@ -35,7 +35,9 @@
 // agree over all ranks, so a refusal is an exception everywhere, never a hang.
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -45,6 +47,7 @@
 
 #include "meshplan/comm/agree.hpp"
 #include "meshplan/comm/communicator.hpp"
+#include "meshplan/comm/ordered_sum.hpp"
 #include "meshplan/core/bfloat16.hpp"
 #include "meshplan/core/diagnostic.hpp"
 #include "meshplan/core/tensor.hpp"
@@ -58,7 +61,9 @@
 #include "meshplan/moe/moe_backend.hpp"
 #include "meshplan/moe/moe_weights.hpp"
 #include "meshplan/moe/rank_weights.hpp"
+#include "meshplan/moe/moe_gradients.hpp"
 #include "meshplan/placement/sharding.hpp"
+#include "meshplan/plan/gradient_reduction.hpp"
 #include "meshplan/plan/validate.hpp"
 
 namespace meshplan {
@@ -102,6 +107,26 @@ inline Message sequence_shards_equal(std::string_view axis, std::span<const inde
              << " tokens of the group to " << (total / members + 1) * members << ", or use a token count divisible by "
              << members;
   return {};
+}
+
+/// A backward takes the state its own block's latest forward (on the current weights) returned,
+/// once, from a forward that ran with training on.
+inline Message state_matches(bool trained, std::uint64_t state_block, std::uint64_t block, std::uint64_t state_weights,
+                             std::uint64_t weights, bool spent) {
+  Message m = Message::rule("backward_state");
+  if (!trained)
+    return m << "this forward state has nothing for a backward: run the forward with training on "
+                "(block.set_training(Training::keep_activations) or Training::recompute) first";
+  if (state_block != block) return m << "this forward state comes from another MoE block";
+  if (spent) return m << "the backward of this forward state has already run (a state is used once)";
+  if (state_weights != weights)
+    return m << "the block's weights changed after this forward: run the forward again on the new weights";
+  return {};
+}
+
+inline Message gradient_finite(bool finite) {
+  if (finite) return {};
+  return Message::rule("finite_values") << "the output gradient holds a NaN or an infinity";
 }
 
 inline Message rank_matches(index_t block_rank, index_t comm_rank) {
@@ -151,17 +176,65 @@ struct MoEBlockRequirements {
 };
 }  // namespace detail
 
+/// What a forward keeps for a backward: nothing (inference); the experts' activations; or
+/// only their inputs, the backward computing the gate/up products again.
+enum class Training : unsigned char { off, keep_activations, recompute };
+
+namespace detail {
+template <class Backend>
+struct activations_of {
+  struct type {};
+};
+template <class Backend>
+  requires requires { typename Backend::Activations; }
+struct activations_of<Backend> {
+  using type = typename Backend::Activations;
+};
+}  // namespace detail
+
+/// A backend whose primitives include the backward's (the CPU backend today).
+template <class B>
+concept TrainableBackend = requires { typename B::Activations; typename B::MlpBackward; };
+
 /// What one forward decided, for the caller (and, in training, for the backward).
 template <class Backend>
 struct MoEForwardState {
+  using Activations = typename detail::activations_of<Backend>::type;
+  template <class U>
+  using tensor = typename Backend::template tensor<U>;
+
   typename Backend::Routed routed;               // the routing of the rows this rank routed
   RoutedRows routed_rows;                        // which input rows those are
   std::vector<index_t> rows_per_local_expert;    // rows each local expert computed (all ranks' tokens)
   std::vector<index_t> entry_counts;             // tokens per member of an SP entry gather
+  std::vector<std::vector<index_t>> entry_rows, exit_rows;  // rows per member at each hook (for the backward)
   DispatchCounts dispatch;                       // the EP exchange's sizes (empty without EP)
+  std::vector<index_t> dispatch_from;            // rows each EP member sent to each local expert
+
+  // Kept for the backward when the forward ran with training on.
+  Training training = Training::off;
+  tensor<typename Backend::value_type> x;        // the rows routed (after the entry hooks)
+  tensor<typename Backend::value_type> y;        // the routed rows' expert outputs, sorted (stored in T)
+  tensor<float> y_partial;                       // ... or their partial sums (experts split over tp)
+  Activations experts, shared;                   // the MLPs' pre-activations and activations
+  index_t output_rows = 0;
+  std::uint64_t block = 0, weights = 0;
+  bool spent = false;
 
   /// The routing on the host (for CUDA, a copy from the device).
   Routing routing() const { return Backend::host_routing(routed); }
+  /// Bytes kept for the backward on this rank (the routing's own tables not counted).
+  std::size_t bytes_kept() const {
+    std::size_t b = static_cast<std::size_t>(x.numel()) * sizeof(typename Backend::value_type) +
+                    static_cast<std::size_t>(y.numel()) * sizeof(typename Backend::value_type) +
+                    static_cast<std::size_t>(y_partial.numel()) * sizeof(float);
+    if constexpr (requires { experts.act; }) {
+      for (const Activations* a : {&experts, &shared})
+        b += static_cast<std::size_t>(a->rows.numel()) * sizeof(typename Backend::value_type) +
+             a->gate_up.size() * sizeof(float) + a->act.size() * sizeof(typename Backend::value_type);
+    }
+    return b;
+  }
 };
 
 template <class Backend>
@@ -202,6 +275,7 @@ class MoEBlock {
     has_shared_ = mine.weights.has_shared();
     expert_begin_ = mine.first_expert;
     w_ = backend_.prepare(std::move(mine.weights));
+    plan_gradient_chains();
   }
 
   const ModelSpec& model() const noexcept { return model_; }
@@ -211,6 +285,25 @@ class MoEBlock {
   /// The global index of this rank's first local expert.
   index_t first_local_expert() const noexcept { return expert_begin_; }
   index_t local_experts() const noexcept { return local_experts_; }
+
+  /// What the following forwards keep for a backward (default: nothing, for inference).
+  void set_training(Training t) noexcept { training_ = t; }
+  Training training() const noexcept { return training_; }
+
+  /// The rank's weights as given (MoEWeights<T>, local pieces): replaces them, e.g. after
+  /// an optimizer step. States of earlier forwards can no longer be differentiated.
+  void set_local_weights(MoEWeights<T> w) {
+    w_ = backend_.prepare(std::move(w));
+    ++weights_version_;
+  }
+  /// Plain SGD on the rank's pieces with the gradients its backward returned.
+  void sgd_step(const MoEGradients& g, float lr)
+    requires requires(const typename Backend::Weights& p) { p.w; }
+  {
+    MoEWeights<T> w = w_.w;
+    sgd_update(w, g, lr);
+    set_local_weights(std::move(w));
+  }
 
   /// x: the tokens this rank holds at the block's input, [tokens, hidden]. Returns the
   /// block's output for the tokens the rank holds at its output (the same tokens, for
@@ -227,10 +320,14 @@ class MoEBlock {
 
     State state;
     state.routed_rows = {0, 0, x_in.dim(0)};
+    const bool keep = training_ != Training::off;
+    state.training = training_;
+    state.block = id_;
+    state.weights = weights_version_;
     const tensor<T>* x = &x_in;
     tensor<T> hooked;
-    for (const MoEHook& h : std::span(block_plan.entry).first(block_plan.entry_count)) {
-      hooked = apply_hook(comm, ctx, h, *x, HookSide::entry, state);
+    for (std::size_t i = 0; i < block_plan.entry_count; ++i) {
+      hooked = apply_hook(comm, ctx, block_plan.entry[i], *x, HookSide::entry, state);
       x = &hooked;
     }
     const index_t tokens = x->dim(0);
@@ -251,16 +348,87 @@ class MoEBlock {
     } else {
       const std::vector<index_t> offsets = exclusive_offsets(state.routed.counts);
       state.rows_per_local_expert = state.routed.counts;
-      y = backend_.template expert_mlp<Row>(ctx, *x, &state.routed, offsets, w_);
+      y = run_experts<Row>(ctx, *x, &state.routed, offsets, keep_activations(state.experts));
     }
     tensor<float> routed = backend_.combine(ctx, y, state.routed, model_.hidden_size);
 
     tensor<float> shared;
-    if (has_shared_) shared = backend_.shared_mlp(ctx, *x, w_);
+    if (has_shared_) {
+      if constexpr (TrainableBackend<Backend>)
+        shared = backend_.shared_mlp(ctx, *x, w_, keep_activations(state.shared));
+      else
+        shared = backend_.shared_mlp(ctx, *x, w_);
+    }
     tensor<T> out = finish(comm, ctx, std::move(routed), std::move(shared), tokens);
-    for (const MoEHook& h : std::span(block_plan.exit).first(block_plan.exit_count))
-      out = apply_hook(comm, ctx, h, out, HookSide::exit, state);
+    if (keep) {
+      state.x = backend_.slice_rows(ctx, *x, 0, tokens);
+      if constexpr (routed_partial) state.y_partial = std::move(y);
+      else state.y = std::move(y);
+    }
+    for (std::size_t i = 0; i < block_plan.exit_count; ++i)
+      out = apply_hook(comm, ctx, block_plan.exit[i], out, HookSide::exit, state);
+    state.output_rows = out.dim(0);
     return {std::move(out), std::move(state)};
+  }
+
+  /// The backward of the forward that returned `state`, for the output gradient dy (the
+  /// rows this rank holds at the block's output, [rows, hidden], fp32): the input gradient
+  /// of the rows the rank held at the forward's input, and the gradients of the rank's own
+  /// parameter pieces, already summed over every rank that holds the same piece (the axes
+  /// plan/gradient_reduction.hpp reads from the plan), in token order: the bits are those
+  /// of a single rank wherever the plan only moves data. `state` is used up.
+  template <Communicator C>
+  MoEGradients backward(C& comm, State& state, const tensor<float>& dy)
+    requires TrainableBackend<Backend>
+  {
+    auto ctx = backend_.context(comm);
+    auto& host = Backend::host_comm(comm);
+    const Group world = host.world_group();
+    const index_t H = model_.hidden_size;
+    const std::vector<index_t> dy_shape{state.output_rows, H};
+    agree(host,
+          first_of({moe_rules::rank_matches(rank_, comm.rank()),
+                    moe_rules::state_matches(state.training != Training::off, state.block, id_, state.weights,
+                                             weights_version_, state.spent),
+                    moe_rules::grad_output_shape(dy.shape(), dy_shape)}),
+          world);
+    agree(host, moe_rules::gradient_finite(backend_.all_finite(ctx, dy)), world);
+    state.spent = true;
+    backend_.prepare_backward(ctx, w_);
+    if (state.training == Training::recompute) recompute(ctx, state);
+
+    // The exit hooks, last first, then the finish: the output gradient of the routed and of
+    // the shared experts, over the rows they computed.
+    tensor<float> g = backend_.slice_rows(ctx, dy, 0, dy.dim(0));
+    for (std::size_t i = block_plan.exit_count; i-- > 0;)
+      g = unhook(comm, ctx, block_plan.exit[i], std::move(g), state.exit_rows[i]);
+    const index_t tokens = state.x.dim(0);
+    auto [dy_routed, dy_shared] = unfinish(comm, std::move(g), tokens);
+
+    // Combine, router and experts.
+    constexpr bool routed_partial = !block_plan.expert_tp_axis.empty();
+    auto [drows, dweights] = routed_partial ? backend_.combine_backward(ctx, state.y_partial, state.routed, dy_routed)
+                                            : backend_.combine_backward(ctx, state.y, state.routed, dy_routed);
+    // Split experts give partial outputs, hence partial <y, dy>: the routing weights'
+    // gradients are summed over the split first.
+    if constexpr (routed_partial)
+      comm.all_reduce(dweights.span(), group(block_plan.expert_tp_axis), ReduceOp::sum, "expert tp (routing weights)");
+    const tensor<float> dlogits = backend_.router_backward(ctx, state.routed, dweights, model_);
+
+    ExpertBackward eb = expert_backward(comm, ctx, state, std::move(drows));
+    tensor<float> dx_routed = backend_.unpermute_add(ctx, eb.dx_sorted, state.routed, H);
+    std::optional<typename Backend::MlpBackward> shared_b;
+    if (has_shared_) {
+      const index_t offsets[2] = {0, tokens};
+      shared_b = backend_.mlp_backward(ctx, dy_shared, offsets, state.shared, w_, true);
+    }
+    tensor<float> dx_router = backend_.router_input_grad(ctx, dlogits, w_);
+
+    MoEGradients grads;
+    grads.hidden_states = input_gradient(comm, ctx, state, std::move(dx_routed),
+                                         shared_b ? std::move(shared_b->dx) : tensor<float>{}, std::move(dx_router));
+    weight_gradients(comm, ctx, state, dlogits, eb, dy_shared, shared_b ? &*shared_b : nullptr, grads);
+    return grads;
   }
 
  private:
@@ -275,16 +443,19 @@ class MoEBlock {
   }
 
   /// A prepare-input or -output hook on the token dim.
+  /// Records, per hook, the rows each member of its group holds on the split side.
   template <Communicator C>
   tensor<T> apply_hook(C& comm, Context& ctx, const MoEHook& h, const tensor<T>& x, HookSide side, State& state) {
     const index_t H = model_.hidden_size;
     const std::string_view label = hook_label(side);
     auto& host = Backend::host_comm(comm);
+    std::vector<index_t>& member_rows = (side == HookSide::entry ? state.entry_rows : state.exit_rows).emplace_back();
     if (h.from == Act::shard_seq && h.to == Act::replicate) {
       const Group g = group(h.axis);
       std::vector<index_t> counts(static_cast<std::size_t>(g.size()));
       const index_t mine = x.dim(0);
       host.all_gather(std::span<const index_t>(&mine, 1), std::span<index_t>(counts), g, label);
+      member_rows = counts;
       if (side == HookSide::entry) {
         state.entry_counts = counts;  // tokens per member, for the reduce-scatter back
         state.routed_rows = state.routed_rows.after_gather(counts, g.rank);
@@ -301,6 +472,7 @@ class MoEBlock {
     if (h.from == Act::replicate && h.to == Act::shard_seq) {
       const Group g = group(h.axis);
       const Chunk c = chunk(x.dim(0), g.size(), g.rank);
+      for (index_t m = 0; m < g.size(); ++m) member_rows.push_back(chunk(x.dim(0), g.size(), m).size);
       if (side == HookSide::entry) state.routed_rows = state.routed_rows.after_split(c.offset, c.size);
       return backend_.slice_rows(ctx, x, c.offset, c.size);
     }
@@ -329,11 +501,13 @@ class MoEBlock {
     comm.all_to_all_v(std::span<const T>(send.span()), send_counts, recv.span(), recv_counts, ep, "dispatch");
 
     // Regroup by local expert, run them, and put the results back in arrival order.
-    const std::vector<RowBlock> blocks = regroup_blocks(from, P, El);
-    const tensor<T> grouped = backend_.regroup(ctx, recv, blocks, false);
+    const std::vector<RowBlock> blocks = regroup_blocks(from, P, El);  // `from` is kept below
+    tensor<T> grouped = backend_.regroup(ctx, recv, blocks, false);
     state.rows_per_local_expert = counts.rows_per_local_expert;
-    const tensor<Row> y_grouped =
-        backend_.template expert_mlp<Row>(ctx, grouped, nullptr, counts.local_offsets, w_);
+    state.dispatch_from = std::move(from);
+    const tensor<Row> y_grouped = run_experts<Row>(ctx, grouped, nullptr, counts.local_offsets, keep_activations(state.experts));
+    if constexpr (TrainableBackend<Backend>)
+      if (state.training != Training::off) state.experts.rows = std::move(grouped);
     const tensor<Row> y_arrival = backend_.regroup(ctx, y_grouped, blocks, true);
 
     tensor<Row> y({send.dim(0), H});
@@ -382,6 +556,291 @@ class MoEBlock {
     return mine;
   }
 
+  // ---- Forward helpers that keep what a backward needs ------------------------------------
+
+  using Activations = typename State::Activations;
+  Activations* keep_activations(Activations& a) const noexcept {
+    return training_ == Training::keep_activations ? &a : nullptr;
+  }
+
+  template <class Row>
+  tensor<Row> run_experts(Context& ctx, const tensor<T>& rows, const typename Backend::Routed* through,
+                          std::span<const index_t> offsets, Activations* keep) {
+    if constexpr (TrainableBackend<Backend>)
+      return backend_.template expert_mlp<Row>(ctx, rows, through, offsets, w_, keep);
+    else
+      return backend_.template expert_mlp<Row>(ctx, rows, through, offsets, w_);
+  }
+
+  /// Training::recompute: the MLPs' activations again, from the rows the forward kept.
+  void recompute(Context& ctx, State& state) {
+    using Row = std::conditional_t<block_plan.expert_tp_axis.empty(), T, float>;
+    if (state.experts.rows.numel() > 0 || state.dispatch.local_offsets.size() > 0) {
+      (void)backend_.template expert_mlp<Row>(ctx, state.experts.rows, nullptr, state.dispatch.local_offsets, w_,
+                                              &state.experts);
+    } else {
+      const std::vector<index_t> offsets = exclusive_offsets(state.routed.counts);
+      (void)backend_.template expert_mlp<Row>(ctx, state.x, &state.routed, offsets, w_, &state.experts);
+    }
+    if (has_shared_) (void)backend_.shared_mlp(ctx, state.x, w_, &state.shared);
+  }
+
+  // ---- The backward's steps ---------------------------------------------------------------
+
+  /// A hook's backward on the output gradient g: a gather's is this member's rows, a split's
+  /// the gather of the members' rows. `member_rows`: what the forward recorded.
+  template <Communicator C>
+  tensor<float> unhook(C& comm, Context& ctx, const MoEHook& h, tensor<float> g, std::span<const index_t> member_rows) {
+    const index_t H = model_.hidden_size;
+    const Group grp = group(h.axis);
+    if (h.from == Act::shard_seq && h.to == Act::replicate) {
+      index_t offset = 0;
+      for (index_t m = 0; m < grp.rank; ++m) offset += member_rows[static_cast<std::size_t>(m)];
+      return backend_.slice_rows(ctx, g, offset, member_rows[static_cast<std::size_t>(grp.rank)]);
+    }
+    if (h.from == Act::replicate && h.to == Act::shard_seq) {
+      std::vector<index_t> counts(member_rows.begin(), member_rows.end());
+      index_t total = 0;
+      for (index_t& c : counts) total += (c *= H);
+      tensor<float> gathered({total / H, H});
+      comm.all_gather_v(std::span<const float>(g.span()), gathered.span(), counts, grp, "mlp hook backward");
+      return gathered;
+    }
+    return g;
+  }
+
+  /// The finish's backward: the output gradients of the routed and the shared experts over
+  /// the `tokens` rows they computed. A reduce-scatter's is a gather; an all-reduce's is
+  /// the gradient itself; a row slice's is the rows put back among zeros.
+  template <Communicator C>
+  std::pair<tensor<float>, tensor<float>> unfinish(C& comm, tensor<float> g, index_t tokens) {
+    constexpr auto& bp = block_plan;
+    auto ungather = [&](const tensor<float>& part, std::string_view axis) {
+      const Group grp = group(axis);
+      tensor<float> whole({tokens, model_.hidden_size});
+      comm.all_gather(std::span<const float>(part.span()), whole.span(), grp, "mlp exit backward");
+      return whole;
+    };
+    const bool routed_scatters = bp.expert_reduce == PartialReduce::reduce_scatter;
+    const bool shared_scatters = has_shared_ && bp.shared_reduce == PartialReduce::reduce_scatter;
+    if (!routed_scatters && !shared_scatters) return {g, has_shared_ ? g : tensor<float>{}};
+    const std::string_view axis = routed_scatters ? bp.expert_tp_axis : bp.shared_tp_axis;
+    tensor<float> whole = ungather(g, axis);
+    if (!has_shared_ || (routed_scatters && shared_scatters && bp.expert_tp_axis == bp.shared_tp_axis))
+      return {whole, has_shared_ ? whole : tensor<float>{}};
+    // Only one of the two was scattered; the other's forward took this member's rows of a
+    // whole result: its gradient is g on those rows and zero elsewhere.
+    const Group grp = group(axis);
+    const index_t per = tokens / grp.size(), H = model_.hidden_size;
+    tensor<float> placed({tokens, H});
+    std::copy_n(g.data(), per * H, placed.data() + grp.rank * per * H);
+    return routed_scatters ? std::pair{std::move(whole), std::move(placed)} : std::pair{std::move(placed), std::move(whole)};
+  }
+
+  struct ExpertBackward {
+    tensor<float> dout;        // the row gradients as the experts read them (grouped)
+    tensor<float> dx_sorted;   // each routed row's input gradient, in sorted pair order
+    std::optional<typename Backend::MlpBackward> mlp;
+  };
+
+  /// The routed experts' backward: the row gradients travel to the experts' ranks as the
+  /// rows did (the forward's counts, no new count exchange), and the input gradients back.
+  template <Communicator C>
+  ExpertBackward expert_backward(C& comm, Context& ctx, State& state, tensor<float> drows) {
+    ExpertBackward b;
+    const index_t H = model_.hidden_size;
+    if (!(block_plan.expert_parallel() && group(block_plan.ep_axis).size() > 1)) {
+      const std::vector<index_t> offsets = exclusive_offsets(state.routed.counts);
+      b.mlp = backend_.mlp_backward(ctx, drows, offsets, state.experts, w_, false);
+      b.dx_sorted = std::move(b.mlp->dx);
+      b.dout = std::move(drows);
+      return b;
+    }
+    const Group ep = group(block_plan.ep_axis);
+    const DispatchCounts& counts = state.dispatch;
+    const std::vector<index_t> send_counts = DispatchCounts::elements(counts.send_rows, H);
+    const std::vector<index_t> recv_counts = DispatchCounts::elements(counts.recv_rows, H);
+    tensor<float> recv({counts.received(), H});
+    comm.all_to_all_v(std::span<const float>(drows.span()), send_counts, recv.span(), recv_counts, ep,
+                      "combine backward");
+    const std::vector<RowBlock> blocks = regroup_blocks(state.dispatch_from, ep.size(), local_experts_);
+    b.dout = backend_.regroup(ctx, recv, blocks, false);
+    b.mlp = backend_.mlp_backward(ctx, b.dout, counts.local_offsets, state.experts, w_, false);
+    const tensor<float> dx_arrival = backend_.regroup(ctx, b.mlp->dx, blocks, true);
+    b.dx_sorted = tensor<float>({drows.dim(0), H});
+    comm.all_to_all_v(std::span<const float>(dx_arrival.span()), recv_counts, b.dx_sorted.span(), send_counts, ep,
+                      "dispatch backward");
+    return b;
+  }
+
+  /// dx = ((routed + shared) + router), with the partial terms (split experts) reduced
+  /// first and the entry hooks undone: an entry gather's gradient is reduce-scattered where
+  /// partial, else this member's rows are taken; an entry split's gradient is gathered.
+  template <Communicator C>
+  tensor<float> input_gradient(C& comm, Context& ctx, State& state, tensor<float> routed, tensor<float> shared,
+                               tensor<float> router) {
+    constexpr auto& bp = block_plan;
+    std::string_view scattered;  // the axis whose entry gather a reduce-scatter undid
+    // The rows of this member of an entry gather over `axis`: {offset, count}, or none.
+    auto gathered_on = [&](std::string_view axis) -> std::optional<std::pair<index_t, index_t>> {
+      for (std::size_t i = 0; i < bp.entry_count; ++i)
+        if (bp.entry[i].axis == axis && bp.entry[i].from == Act::shard_seq && bp.entry[i].to == Act::replicate) {
+          const std::vector<index_t>& rows = state.entry_rows[i];
+          const index_t me = group(axis).rank;
+          index_t offset = 0;
+          for (index_t m = 0; m < me; ++m) offset += rows[static_cast<std::size_t>(m)];
+          return std::pair{offset, rows[static_cast<std::size_t>(me)]};
+        }
+      return std::nullopt;
+    };
+    auto reduce_partial = [&](tensor<float> t, std::string_view axis, std::string_view label) {
+      if (axis.empty()) return t;
+      const Group grp = group(axis);
+      const auto mine = gathered_on(axis);
+      const bool equal = mine && mine->second * grp.size() == t.dim(0);
+      if (mine && equal) {
+        tensor<float> part({mine->second, model_.hidden_size});
+        comm.reduce_scatter(std::span<const float>(t.span()), part.span(), grp, ReduceOp::sum, label);
+        scattered = axis;
+        return part;
+      }
+      comm.all_reduce(t.span(), grp, ReduceOp::sum, label);
+      return t;
+    };
+    auto rows_like = [&](tensor<float>& t, const tensor<float>& like) {
+      if (t.dim(0) == like.dim(0)) return;
+      const auto mine = gathered_on(scattered);
+      t = backend_.slice_rows(ctx, t, mine->first, mine->second);
+    };
+
+    tensor<float> dx;
+    if (has_shared_ && !bp.expert_tp_axis.empty() && bp.expert_tp_axis == bp.shared_tp_axis) {
+      backend_.add(ctx, routed, shared);
+      dx = reduce_partial(std::move(routed), bp.expert_tp_axis, "expert tp backward");
+    } else {
+      dx = reduce_partial(std::move(routed), bp.expert_tp_axis, "expert tp backward");
+      if (has_shared_) {
+        shared = reduce_partial(std::move(shared), bp.shared_tp_axis, "shared tp backward");
+        rows_like(dx, shared);
+        rows_like(shared, dx);
+        backend_.add(ctx, dx, shared);
+      }
+    }
+    rows_like(router, dx);
+    backend_.add(ctx, dx, router);
+    for (std::size_t i = bp.entry_count; i-- > 0;) {
+      const MoEHook& h = bp.entry[i];
+      if (h.from == Act::shard_seq && h.to == Act::replicate && h.axis == scattered) continue;
+      dx = unhook(comm, ctx, h, std::move(dx), state.entry_rows[i]);
+    }
+    return dx;
+  }
+
+  /// Which ranks' tokens a gradient sums, in token order, and which member of the reduction
+  /// group holds each: plan/gradient_reduction.hpp's axes, comm/ordered_sum.hpp's segments.
+  struct GradientChain {
+    Group group;                  // the ranks holding the same piece, over the reduced axes
+    std::vector<index_t> owners;  // per segment: its member in `group`
+    std::vector<index_t> sources; // per segment: the EP member whose tokens it is (experts)
+  };
+
+  void plan_gradient_chains() {
+    const MeshSpec spec(mesh_);
+    const std::vector<GradientReduction> all = gradient_reductions(model_, spec, Plan::entries, rank_);
+    auto names_of = [&](const std::vector<std::size_t>& axes) {
+      std::vector<std::string_view> n;
+      for (std::size_t a : axes) n.push_back(spec.axis_name(a));
+      return n;
+    };
+    auto chain = [&](std::string_view param, bool experts) {
+      std::vector<std::size_t> reduced = gradient_reduction_axes(all, param);
+      std::vector<std::size_t> sources = reduced;  // the axes whose tokens reach this piece
+      std::size_t ep_index = spec.ndim();
+      if (experts && block_plan.expert_parallel()) {
+        for (std::size_t a = 0; a < spec.ndim(); ++a)
+          if (spec.axis_name(a) == block_plan.ep_axis) ep_index = a;
+        sources.push_back(ep_index);
+        std::sort(sources.begin(), sources.end());
+      }
+      GradientChain c;
+      const auto reduced_names = names_of(reduced), source_names = names_of(sources);
+      c.group = reduced.empty() ? Group{{rank_}, 0} : spec.group(rank_, reduced_names);
+      const std::vector<index_t> me = spec.coordinates(rank_);
+      const Group segments = sources.empty() ? Group{{rank_}, 0} : spec.group(rank_, source_names);
+      for (index_t r : segments.members) {
+        const std::vector<index_t> at = spec.coordinates(r);
+        std::vector<index_t> owner = me;
+        for (std::size_t a : reduced) owner[a] = at[a];
+        const index_t owner_rank = spec.rank_of(owner);
+        const auto it = std::find(c.group.members.begin(), c.group.members.end(), owner_rank);
+        c.owners.push_back(static_cast<index_t>(it - c.group.members.begin()));
+        c.sources.push_back(ep_index < spec.ndim() ? at[ep_index] : 0);
+      }
+      return c;
+    };
+    router_chain_ = chain("layers.*.mlp.gate.weight", false);
+    expert_chain_ = chain("layers.*.mlp.experts.gate_up_proj", true);
+    if (has_shared_) shared_chain_ = chain("layers.*.mlp.shared_experts.gate_proj.weight", false);
+  }
+
+  /// The parameter gradients, each one ordered sum over its chain.
+  template <Communicator C>
+  void weight_gradients(C& comm, Context& ctx, const State& state, const tensor<float>& dlogits,
+                        const ExpertBackward& eb, const tensor<float>& dy_shared,
+                        const typename Backend::MlpBackward* shared_b, MoEGradients& g) {
+    const index_t H = model_.hidden_size, E = model_.num_experts, El = local_experts_;
+    const index_t tokens = state.x.dim(0);
+    g.router = Tensor<float>({E, H});
+    ordered_sum(comm, router_chain_.group, router_chain_.owners, g.router.span(),
+                [&](std::size_t) { backend_.router_weight_grad(ctx, state.x, dlogits, 0, tokens, g.router.data()); },
+                "router gradient");
+
+    const MoEWeights<T>& w = w_.w;
+    const index_t I2 = w.gate_up.dim(1), I = I2 / 2;
+    std::vector<float> experts(static_cast<std::size_t>(El * (I2 * H + H * I)));
+    const bool exchanged = !state.dispatch_from.empty();
+    const index_t P = exchanged ? static_cast<index_t>(state.dispatch_from.size()) / std::max<index_t>(El, 1) : 1;
+    std::vector<index_t> first(static_cast<std::size_t>(El)), count(first);
+    ordered_sum(comm, expert_chain_.group, expert_chain_.owners, std::span(experts),
+                [&](std::size_t segment) {
+                  const index_t source = expert_chain_.sources[segment];
+                  for (index_t j = 0; j < El; ++j) {
+                    const auto at = static_cast<std::size_t>(j);
+                    if (!exchanged) {  // every expert local: its rows, in sorted order
+                      first[at] = 0;
+                      for (index_t e = 0; e < expert_begin_ + j; ++e) first[at] += state.routed.counts[static_cast<std::size_t>(e)];
+                      count[at] = state.routed.counts[static_cast<std::size_t>(expert_begin_ + j)];
+                      continue;
+                    }
+                    first[at] = state.dispatch.local_offsets[at];
+                    for (index_t s = 0; s < source; ++s) first[at] += state.dispatch_from[static_cast<std::size_t>(s * El + j)];
+                    count[at] = source < P ? state.dispatch_from[static_cast<std::size_t>(source * El + j)] : 0;
+                  }
+                  backend_.mlp_weight_grads(ctx, state.x, exchanged ? nullptr : &state.routed, state.experts, eb.dout,
+                                            *eb.mlp, first, count, experts.data(), experts.data() + El * I2 * H);
+                },
+                "expert gradients");
+    g.gate_up = Tensor<float>({El, I2, H}, std::vector<float>(experts.begin(), experts.begin() + El * I2 * H));
+    g.down = Tensor<float>({El, H, I}, std::vector<float>(experts.begin() + El * I2 * H, experts.end()));
+
+    if (!shared_b) return;
+    const index_t S = w.shared_gate.dim(0);
+    std::vector<float> shared(static_cast<std::size_t>(2 * S * H + H * S));
+    const index_t zero = 0;
+    ordered_sum(comm, shared_chain_.group, shared_chain_.owners, std::span(shared),
+                [&](std::size_t) {
+                  backend_.mlp_weight_grads(ctx, state.x, nullptr, state.shared, dy_shared, *shared_b,
+                                            std::span(&zero, 1), std::span(&tokens, 1), shared.data(),
+                                            shared.data() + 2 * S * H);
+                },
+                "shared expert gradients");
+    g.shared_gate = Tensor<float>({S, H}, std::vector<float>(shared.begin(), shared.begin() + S * H));
+    g.shared_up = Tensor<float>({S, H}, std::vector<float>(shared.begin() + S * H, shared.begin() + 2 * S * H));
+    g.shared_down = Tensor<float>({H, S}, std::vector<float>(shared.begin() + 2 * S * H, shared.end()));
+  }
+
+  static inline std::atomic<std::uint64_t> next_id_{1};
+
   ModelSpec model_;
   Mesh mesh_;
   index_t rank_;
@@ -390,6 +849,10 @@ class MoEBlock {
   index_t local_experts_ = 0;
   bool has_shared_ = false;
   index_t expert_begin_ = 0;
+  Training training_ = Training::off;
+  std::uint64_t id_ = next_id_++;
+  std::uint64_t weights_version_ = 0;
+  GradientChain router_chain_, expert_chain_, shared_chain_;
 };
 
 }  // namespace meshplan

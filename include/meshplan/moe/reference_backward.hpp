@@ -36,70 +36,17 @@
 #include "meshplan/core/bfloat16.hpp"
 #include "meshplan/core/diagnostic.hpp"
 #include "meshplan/core/tensor.hpp"
+#include "meshplan/cpu/backward.hpp"
 #include "meshplan/cpu/experts.hpp"
 #include "meshplan/cpu/linear.hpp"
 #include "meshplan/cpu/router.hpp"
 #include "meshplan/model/model_spec.hpp"
+#include "meshplan/moe/moe_gradients.hpp"
 #include "meshplan/moe/moe_weights.hpp"
 
 namespace meshplan {
 
-/// The gradients of a block's loss: fp32, under the shapes of MoEWeights (transformers'
-/// fused names); the shared-expert ones are empty without shared experts.
-struct MoEGradients {
-  Tensor<float> hidden_states;  // [tokens, H]
-  Tensor<float> router;         // gate.weight [E, H]
-  Tensor<float> gate_up;        // experts.gate_up_proj [E, 2I, H]
-  Tensor<float> down;           // experts.down_proj [E, H, I]
-  Tensor<float> shared_gate;    // shared_experts.gate_proj.weight [S, H]
-  Tensor<float> shared_up;      // shared_experts.up_proj.weight [S, H]
-  Tensor<float> shared_down;    // shared_experts.down_proj.weight [H, S]
-};
-
 namespace cpu {
-
-/// d silu(g) / dg = sigma(g) (1 + g (1 - sigma(g))).
-inline float silu_grad(float g) noexcept {
-  const float sigma = 1.0f / (1.0f + std::exp(-g));
-  return sigma * (1.0f + g * (1.0f - sigma));
-}
-
-/// One token's logit gradient from the gradients of its k routing weights: `scores` are
-/// the router's scores (cpu::router_scores), `ids` and `w` the token's routing.
-inline void router_backward_row(const ModelSpec& model, std::span<const float> scores, std::span<const std::int32_t> ids,
-                                std::span<const float> w, std::span<const float> dw, std::span<float> dlogits) {
-  const std::size_t k = ids.size(), E = scores.size();
-  std::fill(dlogits.begin(), dlogits.end(), 0.0f);
-  std::vector<float> dv(k);  // the gradient of each chosen score
-  if (model.router() == RouterKind::sigmoid_group_topk) {
-    const float scale = static_cast<float>(model.routed_scaling_factor);
-    float denom = 0.0f;
-    for (std::size_t s = 0; s < k; ++s) denom += scores[static_cast<std::size_t>(ids[s])];
-    denom += 1e-20f;
-    float weighted = 0.0f;  // sum_j dw'_j s_j / D
-    for (std::size_t s = 0; s < k; ++s)
-      weighted = std::fma(dw[s] * scale, scores[static_cast<std::size_t>(ids[s])] / denom, weighted);
-    for (std::size_t s = 0; s < k; ++s) dv[s] = model.norm_topk_prob ? (dw[s] * scale - weighted) / denom : dw[s] * scale;
-    for (std::size_t s = 0; s < k; ++s) {
-      const float sig = scores[static_cast<std::size_t>(ids[s])];
-      dlogits[static_cast<std::size_t>(ids[s])] = dv[s] * sig * (1.0f - sig);
-    }
-    return;
-  }
-  const bool renormalized = model.router() == RouterKind::softmax_topk_renorm || model.norm_topk_prob;
-  float denom = 0.0f;
-  for (std::size_t s = 0; s < k; ++s) denom += scores[static_cast<std::size_t>(ids[s])];
-  float weighted = 0.0f;  // sum_j dw_j w_j
-  for (std::size_t s = 0; s < k; ++s) weighted = std::fma(dw[s], w[s], weighted);
-  for (std::size_t s = 0; s < k; ++s) dv[s] = renormalized ? (dw[s] - weighted) / denom : dw[s];
-  float through = 0.0f;  // sum_s dv_s p_s: the softmax's shared term
-  for (std::size_t s = 0; s < k; ++s) through = std::fma(dv[s], scores[static_cast<std::size_t>(ids[s])], through);
-  for (std::size_t e = 0; e < E; ++e) dlogits[e] = scores[e] * (0.0f - through);
-  for (std::size_t s = 0; s < k; ++s) {
-    const auto e = static_cast<std::size_t>(ids[s]);
-    dlogits[e] = scores[e] * (dv[s] - through);
-  }
-}
 
 /// The backward of one row through a SwiGLU MLP (gate, up [I, H], down [H, I] of type T),
 /// given the row x [H], its forward's pre-activations g, u [I] and stored activation act
@@ -135,13 +82,6 @@ void mlp_row_backward(const T* x, const T* gate, const T* up, const T* down, ind
 
 }  // namespace cpu
 
-namespace moe_rules {
-inline Message grad_output_shape(const std::vector<index_t>& got, const std::vector<index_t>& expected) {
-  if (got == expected) return {};
-  return Message::rule("shape_matches") << "the output gradient has shape " << got << " where the block's output "
-                                        << expected << " is expected";
-}
-}  // namespace moe_rules
 
 /// d(sum(output * dy)) with respect to the input and every parameter of the block, for
 /// the forward of reference_moe_forward(model, w, x).

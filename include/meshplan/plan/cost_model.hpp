@@ -40,6 +40,7 @@
 #include "meshplan/model/model_spec.hpp"
 #include "meshplan/placement/redistribute.hpp"
 #include "meshplan/plan/activation_check.hpp"
+#include "meshplan/plan/gradient_reduction.hpp"
 #include "meshplan/plan/lower.hpp"
 #include "meshplan/plan/param_placement.hpp"
 #include "meshplan/plan/plan.hpp"
@@ -87,11 +88,20 @@ struct EpComparison {
   index_t redundant_attention = 1;  // transformers' EP also repeats attention this many times
 };
 
+/// One parameter's gradient reduction per training step (all its layers together).
+struct GradSyncCost {
+  std::string param;
+  std::string axes;      // the mesh axes reduced over, comma-separated
+  index_t group = 1;     // the ranks of the reduction
+  double sent_bytes = 0; // per rank, on average over the group
+};
+
 struct CostReport {
   CostInputs inputs;
   index_t top_k = 0;
   double param_bytes = 0;      // per rank
   double grad_sync_bytes = 0;  // per training step, per rank
+  std::vector<GradSyncCost> grad_sync;
   std::vector<CostSection> sections;
   std::vector<EpComparison> ep;
 
@@ -190,6 +200,14 @@ inline CostReport cost_model(const ModelSpec& model, const MeshSpec& mesh, std::
     return false;
   };
 
+  // Axes (and whether scattered) on which the routed experts' output is partial.
+  std::vector<std::pair<std::string_view, bool>> expert_partial;
+  auto contains_partial = [&](std::string_view axis, bool scatter) {
+    for (const auto& [x, sc] : expert_partial)
+      if (x == axis && sc == scatter) return true;
+    return false;
+  };
+
   for (std::size_t i = 0; i < flow.size(); ++i) {
     const FlowStep& step = flow[i];
     CostSection& section = report.sections[static_cast<std::size_t>(step.section)];
@@ -227,11 +245,18 @@ inline CostReport cost_model(const ModelSpec& model, const MeshSpec& mesh, std::
       const double hidden_payload = t * static_cast<double>(model.hidden_size) * b;
       const bool output_embedding = p->kind == ParamKind::embedding && step.in != input_slot;
       switch (style.kind) {
-        case StyleKind::rowwise: add(section.forward, Collective::all_reduce, out_payload, where); break;
-        case StyleKind::rowwise_reduce_scatter:
-          add(section.forward, Collective::reduce_scatter, out_payload, where);
-          add(section.backward, Collective::all_gather, out_payload, where);
+        case StyleKind::rowwise:
+        case StyleKind::rowwise_reduce_scatter: {
+          const bool scatter = style.kind == StyleKind::rowwise_reduce_scatter;
+          // The MoE block adds the shared experts' partial sums to the routed experts' when
+          // both are partial over this axis the same way, and reduces them once.
+          if (step.name.starts_with("layers.*.mlp.shared_experts.") &&
+              contains_partial(mesh.axis_name(a), scatter))
+            break;
+          add(section.forward, scatter ? Collective::reduce_scatter : Collective::all_reduce, out_payload, where);
+          if (scatter) add(section.backward, Collective::all_gather, out_payload, where);
           break;
+        }
         case StyleKind::vocab_parallel:
           if (!output_embedding) add(section.forward, Collective::all_reduce, hidden_payload, where);
           break;
@@ -243,12 +268,15 @@ inline CostReport cost_model(const ModelSpec& model, const MeshSpec& mesh, std::
           break;
         case StyleKind::colwise_gather_output: add(section.forward, Collective::all_gather, out_payload, where); break;
         case StyleKind::expert_tp:
-          if (p->kind == ParamKind::experts_down) add(section.forward, Collective::all_reduce, hidden_payload, where);
-          break;
         case StyleKind::expert_tp_reduce_scatter:
           if (p->kind == ParamKind::experts_down) {
-            add(section.forward, Collective::reduce_scatter, hidden_payload, where);
-            add(section.backward, Collective::all_gather, hidden_payload, where);
+            const bool scatter = style.kind == StyleKind::expert_tp_reduce_scatter;
+            add(section.forward, scatter ? Collective::reduce_scatter : Collective::all_reduce, hidden_payload, where);
+            if (scatter) add(section.backward, Collective::all_gather, hidden_payload, where);
+            // Each routed row's output is a partial sum here, so the gradient of its routing
+            // weight, <y, dy>, is partial too: k fp32 values per token.
+            add(section.backward, Collective::all_reduce, t * static_cast<double>(k) * 4, where + " (routing weights)");
+            expert_partial.emplace_back(mesh.axis_name(a), scatter);
           }
           break;
         case StyleKind::moe_experts: {
@@ -283,18 +311,21 @@ inline CostReport cost_model(const ModelSpec& model, const MeshSpec& mesh, std::
     }
   }
 
-  // Parameter bytes and the per-step gradient all-reduces.
-  for (const LoweredParam& l : lower(model, mesh, plan, rank)) {
+  // Parameter bytes and the per-step gradient reductions (plan/gradient_reduction.hpp:
+  // the axes; comm/ordered_sum.hpp: the bytes, on average over a group those of a ring
+  // all-reduce over all the reduced axes together).
+  for (const GradientReduction& r : gradient_reductions(model, mesh, plan, rank)) {
+    const LoweredParam& l = r.param;
     const double bytes = static_cast<double>(l.local_elements()) * static_cast<double>(l.info.count) * b;
     report.param_bytes += bytes;
-    // The flow step of this parameter's module shows what its inputs look like.
-    for (std::size_t i = 0; i < flow.size(); ++i) {
-      const ParamInfo* p = flow[i].kind == FlowStepKind::param ? param_of(flow[i].name) : nullptr;
-      if (!p || p->module() != l.info.module()) continue;
-      for (std::size_t a = 0; a < nax; ++a)
-        if (at[i][a] && at[i][a]->in != Act::replicate && l.placements[a].is_replicate())
-          report.grad_sync_bytes += bytes * detail::ring_share(Collective::all_reduce, mesh.axis_size(a));
-      break;
+    index_t group = 1;
+    for (std::size_t a : r.axes) group *= mesh.axis_size(a);
+    const double sent = bytes * detail::ring_share(Collective::all_reduce, group);
+    report.grad_sync_bytes += sent;
+    if (!r.axes.empty()) {
+      std::string axes;
+      for (std::size_t a : r.axes) axes += (axes.empty() ? "" : ",") + std::string(mesh.axis_name(a));
+      report.grad_sync.push_back({std::string(l.info.name), std::move(axes), group, sent});
     }
   }
   return report;
