@@ -736,51 +736,19 @@ class MoEBlock {
     return dx;
   }
 
-  /// Which ranks' tokens a gradient sums, in token order, and which member of the reduction
-  /// group holds each: plan/gradient_reduction.hpp's axes, comm/ordered_sum.hpp's segments.
-  struct GradientChain {
-    Group group;                  // the ranks holding the same piece, over the reduced axes
-    std::vector<index_t> owners;  // per segment: its member in `group`
-    std::vector<index_t> sources; // per segment: the EP member whose tokens it is (experts)
-  };
-
   void plan_gradient_chains() {
     const MeshSpec spec(mesh_);
     const std::vector<GradientReduction> all = gradient_reductions(model_, spec, Plan::entries, rank_);
-    auto names_of = [&](const std::vector<std::size_t>& axes) {
-      std::vector<std::string_view> n;
-      for (std::size_t a : axes) n.push_back(spec.axis_name(a));
-      return n;
+    std::size_t ep_axis = spec.ndim();
+    for (std::size_t a = 0; a < spec.ndim(); ++a)
+      if (spec.axis_name(a) == block_plan.ep_axis) ep_axis = a;
+    auto chain = [&](std::string_view param, std::size_t source_axis) {
+      const GradientReduction* r = find_gradient_reduction(all, param);
+      return r ? gradient_chain(spec, rank_, *r, source_axis) : GradientChain{Group{{rank_}, 0}, {0}, {0}};
     };
-    auto chain = [&](std::string_view param, bool experts) {
-      std::vector<std::size_t> reduced = gradient_reduction_axes(all, param);
-      std::vector<std::size_t> sources = reduced;  // the axes whose tokens reach this piece
-      std::size_t ep_index = spec.ndim();
-      if (experts && block_plan.expert_parallel()) {
-        for (std::size_t a = 0; a < spec.ndim(); ++a)
-          if (spec.axis_name(a) == block_plan.ep_axis) ep_index = a;
-        sources.push_back(ep_index);
-        std::sort(sources.begin(), sources.end());
-      }
-      GradientChain c;
-      const auto reduced_names = names_of(reduced), source_names = names_of(sources);
-      c.group = reduced.empty() ? Group{{rank_}, 0} : spec.group(rank_, reduced_names);
-      const std::vector<index_t> me = spec.coordinates(rank_);
-      const Group segments = sources.empty() ? Group{{rank_}, 0} : spec.group(rank_, source_names);
-      for (index_t r : segments.members) {
-        const std::vector<index_t> at = spec.coordinates(r);
-        std::vector<index_t> owner = me;
-        for (std::size_t a : reduced) owner[a] = at[a];
-        const index_t owner_rank = spec.rank_of(owner);
-        const auto it = std::find(c.group.members.begin(), c.group.members.end(), owner_rank);
-        c.owners.push_back(static_cast<index_t>(it - c.group.members.begin()));
-        c.sources.push_back(ep_index < spec.ndim() ? at[ep_index] : 0);
-      }
-      return c;
-    };
-    router_chain_ = chain("layers.*.mlp.gate.weight", false);
-    expert_chain_ = chain("layers.*.mlp.experts.gate_up_proj", true);
-    if (has_shared_) shared_chain_ = chain("layers.*.mlp.shared_experts.gate_proj.weight", false);
+    router_chain_ = chain("layers.*.mlp.gate.weight", spec.ndim());
+    expert_chain_ = chain("layers.*.mlp.experts.gate_up_proj", ep_axis);
+    if (has_shared_) shared_chain_ = chain("layers.*.mlp.shared_experts.gate_proj.weight", spec.ndim());
   }
 
   /// The parameter gradients, each one ordered sum over its chain.

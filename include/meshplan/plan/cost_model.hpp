@@ -93,7 +93,8 @@ struct GradSyncCost {
   std::string param;
   std::string axes;      // the mesh axes reduced over, comma-separated
   index_t group = 1;     // the ranks of the reduction
-  double sent_bytes = 0; // per rank, on average over the group
+  index_t layers = 1;    // the layers whose copies of the parameter it covers
+  double sent_bytes = 0; // per rank, on average over the group, all its layers
 };
 
 struct CostReport {
@@ -211,6 +212,12 @@ inline CostReport cost_model(const ModelSpec& model, const MeshSpec& mesh, std::
   for (std::size_t i = 0; i < flow.size(); ++i) {
     const FlowStep& step = flow[i];
     CostSection& section = report.sections[static_cast<std::size_t>(step.section)];
+    // Slots are named per layer: a new section's "mlp_x" is another activation.
+    if (i > 0 && flow[i - 1].section != step.section) {
+      charged.clear();
+      gathered.clear();
+      expert_partial.clear();
+    }
     const ParamInfo* p = step.kind == FlowStepKind::param ? param_of(step.name) : nullptr;
     for (std::size_t a = 0; a < nax; ++a) {
       if (!at[i][a] || !at[i][a]->style) continue;
@@ -312,20 +319,22 @@ inline CostReport cost_model(const ModelSpec& model, const MeshSpec& mesh, std::
   }
 
   // Parameter bytes and the per-step gradient reductions (plan/gradient_reduction.hpp:
-  // the axes; comm/ordered_sum.hpp: the bytes, on average over a group those of a ring
-  // all-reduce over all the reduced axes together).
+  // the axes and the chain; comm/ordered_sum.hpp: the bytes, on average over the group one
+  // gradient per hand-over plus the broadcast: with one segment per member, what a ring
+  // all-reduce sends; more where a member's tokens interleave with others', as for the
+  // experts under ep_tp and ep_sp).
   for (const GradientReduction& r : gradient_reductions(model, mesh, plan, rank)) {
     const LoweredParam& l = r.param;
     const double bytes = static_cast<double>(l.local_elements()) * static_cast<double>(l.info.count) * b;
     report.param_bytes += bytes;
-    index_t group = 1;
-    for (std::size_t a : r.axes) group *= mesh.axis_size(a);
-    const double sent = bytes * detail::ring_share(Collective::all_reduce, group);
+    const GradientChain chain = gradient_chain(mesh, rank, r, mesh.ndim());
+    const index_t group = chain.group.size();
+    const double sent = chain.sent_bytes(bytes);
     report.grad_sync_bytes += sent;
     if (!r.axes.empty()) {
       std::string axes;
       for (std::size_t a : r.axes) axes += (axes.empty() ? "" : ",") + std::string(mesh.axis_name(a));
-      report.grad_sync.push_back({std::string(l.info.name), std::move(axes), group, sent});
+      report.grad_sync.push_back({std::string(l.info.name), std::move(axes), group, l.info.count, sent});
     }
   }
   return report;
