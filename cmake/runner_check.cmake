@@ -47,6 +47,33 @@ if(NOT r EQUAL 0)
 endif()
 message(STATUS "${runner_output}")
 
+# The backward against transformers' autograd (the fixture's gradients.safetensors, made by
+# tools/golden/make_gradients.py): the input's gradient and every parameter's, within 1e-5
+# of each gradient's largest magnitude (sums in other orders).
+set(golden_gradients ${FIXTURE}/gradients.safetensors)
+if(EXISTS ${golden_gradients} AND (NOT BACKEND OR BACKEND STREQUAL "cpu"))
+  execute_process(COMMAND ${RUNNER} --config ${FIXTURE}/config.json --weights ${FIXTURE}/block.safetensors
+                          --input ${FIXTURE}/input.safetensors --mesh ${MESH} --plan ${PLAN}
+                          --output ${OUT}.train.safetensors --grad-output ${golden_gradients}
+                          --gradients ${OUT}.gradients.safetensors
+                  RESULT_VARIABLE r OUTPUT_VARIABLE o ERROR_VARIABLE e)
+  if(NOT r EQUAL 0)
+    message(FATAL_ERROR "meshplan-moe --grad-output failed (${r}):\n${o}${e}")
+  endif()
+  foreach(name hidden_states gate.weight experts.gate_up_proj experts.down_proj)
+    compare(${OUT}.gradients.safetensors ${name} ${golden_gradients} ${name} 1e-5)
+  endforeach()
+  # The shared experts' where the block has them (transformers keeps empty [0, H] tensors for
+  # n_shared_experts = 0, which have no gradient to compare).
+  foreach(name shared_experts.gate_proj.weight shared_experts.up_proj.weight shared_experts.down_proj.weight)
+    execute_process(COMMAND ${COMPARE} ${OUT}.gradients.safetensors ${name} ${OUT}.gradients.safetensors ${name} 0
+                    RESULT_VARIABLE has OUTPUT_QUIET ERROR_QUIET)
+    if(has EQUAL 0)
+      compare(${OUT}.gradients.safetensors ${name} ${golden_gradients} ${name} 1e-5)
+    endif()
+  endforeach()
+endif()
+
 # Against transformers: the same function within fp32 rounding, the same experts.
 set(expected ${FIXTURE}/expected.safetensors)
 compare(${OUT}.safetensors hidden_states ${expected} output 1e-5)

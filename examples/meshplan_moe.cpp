@@ -6,6 +6,7 @@
 // put together by run_moe_batch, which also checks that ranks holding the same tokens agree.
 // Exit status: 0; 2 for bad input or usage (the broken rule's message); 1 for any other
 // failure (a message, never an abort); 77 for --backend cuda without a GPU.
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -20,6 +21,7 @@
 #include "meshplan/io/config_json.hpp"
 #include "meshplan/io/moe_checkpoint.hpp"
 #include "meshplan/io/safetensors.hpp"
+#include "meshplan/io/shard_read.hpp"
 #include "meshplan/moe/batch.hpp"
 #include "meshplan/moe/moe_block.hpp"
 #include "meshplan/moe/token_layout.hpp"
@@ -38,6 +40,7 @@ namespace {
 
 constexpr const char* kUsage = R"(usage: meshplan-moe --config FILE --weights FILE --input FILE --output FILE --mesh AXES
                     [--plan NAME] [--prefix TEXT] [--backend cpu|cuda] [--threads N]
+                    [--grad-output FILE --gradients FILE]
 
 Runs one MoE block of a transformers model (Qwen3-MoE, Mixtral, DeepSeek-V3) on simulated
 ranks, each reading only its pieces of the weights, and writes the block's output.
@@ -58,6 +61,12 @@ ranks, each reading only its pieces of the weights, and writes the block's outpu
   --plan NAME      tp, tp_sp, ep, ep_tp, ep_sp or etp (docs/plans.md). Default: ep on a
                    mesh without tp, tp on a mesh without ep, else ep_sp
   --backend NAME   cpu (default), or cuda: every rank on one GPU
+  --grad-output FILE  safetensors with grad_output [tokens, H] or [batch, tokens, H]: the
+                   gradient of a loss with respect to the block's output; runs the
+                   backward too (CPU backend) and writes the gradients to --gradients
+  --gradients FILE written with --grad-output: hidden_states (the input's gradient, the
+                   input's shape) and every parameter's gradient under its transformers
+                   name with --prefix (gate.weight, experts.gate_up_proj, ...), F32
   --threads N      CPU threads per rank (default: the hardware threads divided by the
                    ranks, at least 1)
   --help           this text
@@ -75,7 +84,7 @@ Exit status: 0; 2 for bad input (the broken rule is named); 1 for other failures
 using Mesh = mp::DeviceMesh<mp::Axis<"dp">, mp::Axis<"ep">, mp::Axis<"tp">>;
 
 struct Options {
-  std::string config, weights, prefix, input, mesh, output, plan, backend = "cpu", threads;
+  std::string config, weights, prefix, input, mesh, output, plan, backend = "cpu", threads, grad_output, gradients;
   bool help = false;
 };
 
@@ -103,6 +112,8 @@ Options parse(int argc, char** argv) {
                          : arg == "--plan"    ? &o.plan
                          : arg == "--backend" ? &o.backend
                          : arg == "--threads" ? &o.threads
+                         : arg == "--grad-output" ? &o.grad_output
+                         : arg == "--gradients"   ? &o.gradients
                                               : nullptr;
     if (!field) throw UsageError(mp::Message::rule("runner_options") << "unknown option '" << arg << "'");
     if (i + 1 >= argc) throw UsageError(mp::Message::rule("runner_options") << arg << " needs a value");
@@ -115,6 +126,9 @@ Options parse(int argc, char** argv) {
                              {&o.mesh, "--mesh"},
                              {&o.output, "--output"}})
     if (value->empty()) throw UsageError(mp::Message::rule("runner_options") << name << " is required");
+  if (o.grad_output.empty() != o.gradients.empty())
+    throw UsageError(mp::Message::rule("runner_options") << "--grad-output and --gradients go together: one is the "
+                                                            "output's gradient read, the other the gradients written");
   return o;
 }
 
@@ -141,12 +155,13 @@ struct Rows {
   std::vector<index_t> shape;
 };
 
-Rows read_rows(const mp::SafetensorsFile& input, const std::string& path, index_t H) {
-  mp::Tensor<float> x = input.read<float>("hidden_states");
+Rows read_rows(const mp::SafetensorsFile& input, const std::string& path, index_t H,
+               const char* name = "hidden_states") {
+  mp::Tensor<float> x = input.read<float>(name);
   std::vector<index_t> shape = x.shape();
   if (!((shape.size() == 2 || shape.size() == 3) && shape.back() == H)) {
     mp::Message m = mp::Message::rule("shape_matches");
-    m << "hidden_states in '" << path << "' has shape " << shape << "; expected [tokens, " << H
+    m << name << " in '" << path << "' has shape " << shape << "; expected [tokens, " << H
       << "] or [batch, tokens, " << H << "] (hidden_size " << H << " from the config)";
     refuse(m);
   }
@@ -186,6 +201,59 @@ int threads_per_rank(const Options& o, index_t ranks) {
   return static_cast<int>(n);
 }
 
+/// The forward with training on, then the backward with this rank's rows of dy; the
+/// rank's gradients go to grads[rank].
+struct TrainingStep {
+  const mp::LayoutSpec& tokens;
+  const mp::Tensor<float>& dy;
+  std::vector<mp::MoEGradients>& grads;
+
+  template <class Block>
+  auto operator()(Block& block, mp::ThreadComm& comm, const mp::Tensor<float>& x) const {
+    const index_t H = dy.dim(1);
+    std::vector<float> rows;
+    for (index_t t : mp::held_tokens(tokens, comm.rank())) rows.insert(rows.end(), dy.data() + t * H, dy.data() + (t + 1) * H);
+    block.set_training(mp::Training::keep_activations);
+    auto f = block.forward(comm, x);
+    const index_t n = static_cast<index_t>(rows.size()) / H;
+    grads[static_cast<std::size_t>(comm.rank())] = block.backward(comm, f.state, mp::Tensor<float>({n, H}, std::move(rows)));
+    return f;
+  }
+};
+
+/// Puts the ranks' gradients together (each piece where the plan puts it; replicas hold the
+/// same bits) and writes them under transformers' names.
+void write_gradients(const Options& o, const mp::ModelSpec& model, const mp::MeshSpec& spec,
+                     std::span<const mp::EntrySpec> plan, const mp::LayoutSpec& tokens,
+                     const std::vector<index_t>& in_shape, const std::vector<mp::MoEGradients>& grads) {
+  const index_t H = model.hidden_size;
+  mp::SafetensorsWriter out;
+  mp::Tensor<float> dx({tokens.global_extents()[0], H});
+  for (index_t r = 0; r < spec.size(); ++r) {
+    index_t row = 0;
+    const mp::MoEGradients& g = grads[static_cast<std::size_t>(r)];
+    for (index_t t : mp::held_tokens(tokens, r)) std::copy_n(g.hidden_states.data() + (row++) * H, H, dx.data() + t * H);
+  }
+  out.add("hidden_states", mp::Tensor<float>(in_shape, std::move(dx.vector())));
+  for (const mp::LoweredParam& p : mp::lower(model, spec, plan, 0)) {
+    const std::string_view name = p.info.name;
+    if (!name.starts_with("layers.*.mlp.")) continue;
+    const std::string local(name.substr(std::string_view("layers.*.mlp.").size()));
+    mp::Tensor<float> whole(p.global_shape);
+    bool found = false;
+    for (index_t r = 0; r < spec.size(); ++r)
+      for (const auto& [n, piece] : grads[static_cast<std::size_t>(r)].named())
+        if (n == local) {
+          mp::place_piece(p.layout(spec), r, *piece, whole);
+          found = true;
+        }
+    if (found) out.add(o.prefix + local, whole);
+  }
+  out.metadata("made_by", "meshplan-moe");
+  out.metadata("mesh", spec.to_string());
+  out.write(o.gradients);
+}
+
 #ifdef MESHPLAN_RUNNER_CUDA
 /// Host rows in, host rows out, the state as the block returns it.
 struct DeviceForward {
@@ -216,6 +284,9 @@ void run(const Options& o, const mp::ModelSpec& model, const mp::MeshSpec& spec)
   check_capacity(model, block_spec, Plan::entries, tokens);
 
   const mp::MoEWeightLoader<float> load = mp::moe_weights_from<float>(weights.view(), o.prefix);
+  if (!o.grad_output.empty() && o.backend != "cpu")
+    throw UsageError(mp::Message::rule("runner_options")
+                     << "--grad-output runs the backward, which the " << o.backend << " backend does not have yet; use --backend cpu");
   mp::MoEBatchResult<float> result;
 #ifdef MESHPLAN_RUNNER_CUDA
   if (o.backend == "cuda") {
@@ -225,13 +296,24 @@ void run(const Options& o, const mp::ModelSpec& model, const mp::MeshSpec& spec)
                                DeviceForward{});
   }
 #endif
+  std::vector<mp::MoEGradients> grads;  // per rank, with --grad-output
   if (o.backend == "cpu") {
     using Backend = mp::CpuBackend<float>;
     using Block = mp::MoEBlock<mp::RuntimeModel, Mesh, Plan, Backend>;
     const int threads = threads_per_rank(o, block_spec.size());
     mp::ThreadWorld world(block_spec.size());
-    result = mp::run_moe_batch(world, tokens, x,
-                               [&](index_t r) { return Block(model, mesh, r, load, Backend(threads)); });
+    auto make = [&](index_t r) { return Block(model, mesh, r, load, Backend(threads)); };
+    if (o.grad_output.empty()) {
+      result = mp::run_moe_batch(world, tokens, x, make);
+    } else {
+      const mp::SafetensorsFile dy_file(o.grad_output);
+      const auto [dy, dy_shape] = read_rows(dy_file, o.grad_output, H, "grad_output");
+      if (dy_shape != in_shape)
+        refuse(mp::Message::rule("shape_matches") << "grad_output in '" << o.grad_output << "' has shape " << dy_shape
+                                                  << "; the output's gradient has the input's shape " << in_shape);
+      grads.resize(static_cast<std::size_t>(block_spec.size()));
+      result = mp::run_moe_batch(world, tokens, x, make, TrainingStep{tokens, dy, grads});
+    }
   }
   if (result.disagreements() != 0)
     throw std::runtime_error("meshplan-moe: internal error: ranks holding the same tokens disagree (" +
@@ -249,6 +331,7 @@ void run(const Options& o, const mp::ModelSpec& model, const mp::MeshSpec& spec)
   out.metadata("plan", o.plan);
   out.metadata("backend", o.backend);
   out.write(o.output);
+  if (!grads.empty()) write_gradients(o, model, block_spec, Plan::entries, tokens, in_shape, grads);
   const double s = result.forward_seconds;
   std::printf(
       "meshplan-moe: %s block, %lld tokens, mesh %s (%lld ranks), plan %s, backend %s -> %s\n"

@@ -2,6 +2,7 @@
 """transformers' own Qwen3MoeSparseMoeBlock on the CPU, timed on given weights and inputs.
 
     python3 benchmarks/cpu/transformers_block.py --case case.safetensors --threads 2 [--dtype bf16] [--runs 5]
+        [--backward]
 
 Called by the C++ benchmark (benchmarks/cpu/moe_block_bench.cpp) in the same run, with the
 block it times: `case.safetensors` holds the block's weights under transformers' names
@@ -9,6 +10,9 @@ block it times: `case.safetensors` holds the block's weights under transformers'
 config in its metadata (hidden_size, moe_intermediate_size, num_experts,
 num_experts_per_tok, norm_topk_prob). Prints one JSON line: {"ms": median forward time,
 "out": path of its output (hidden_states, and topk_ids: the experts its router chose)}, or {"skipped": reason} when torch or transformers is missing.
+With --backward, also "backward_ms": the median of (forward and autograd backward of
+sum(y * dy), dy = the case's `grad_output`) minus the median forward with autograd on:
+torch autograd's backward of the same block (benchmarks/cpu/moe_backward_bench.cpp).
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ def main() -> int:
     ap.add_argument("--dtype", choices=["f32", "bf16"], default="f32")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--out", default="")
+    ap.add_argument("--backward", action="store_true")
     args = ap.parse_args()
     try:
         import torch
@@ -67,6 +72,19 @@ def main() -> int:
             times.append(time.perf_counter() - start)
     result = {"ms": statistics.median(times) * 1e3, "torch": torch.__version__,
               "experts_implementation": str(getattr(block.experts.config, "_experts_implementation", None))}
+    if args.backward:
+        dy = tensors["grad_output"].to(dtype).unsqueeze(0)
+        with_grad, train = [], []
+        for _ in range(args.runs + 1):  # the first of each is a warm-up
+            block.zero_grad(set_to_none=True)
+            start = time.perf_counter()
+            y = block(x)
+            out = y[0] if isinstance(y, tuple) else y
+            with_grad.append(time.perf_counter() - start)
+            (out * dy).sum().backward()
+            train.append(time.perf_counter() - start)
+        result["backward_ms"] = (statistics.median(train[1:]) - statistics.median(with_grad[1:])) * 1e3
+        result["forward_with_grad_ms"] = statistics.median(with_grad[1:]) * 1e3
     if args.out:
         out = y[0] if isinstance(y, tuple) else y
         with torch.no_grad():  # its expert choice, so that near-ties can be told apart

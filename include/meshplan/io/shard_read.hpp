@@ -158,4 +158,28 @@ Tensor<T> read_block_piece(const SafetensorsView& file, std::string_view prefix,
   return piece;
 }
 
+/// The inverse of reading a piece: writes `piece`, what `rank` holds of a tensor laid out as
+/// `layout`, into the whole tensor `full` at the global indices it holds (used to put
+/// per-rank results, such as gradients, back together).
+template <class T>
+void place_piece(const LayoutSpec& layout, index_t rank, const Tensor<T>& piece, Tensor<T>& full) {
+  const std::vector<IndexRuns> runs = detail::held_runs(layout, rank);
+  const std::vector<index_t> local = layout.local_extents(rank);
+  piece.require_shape("a rank's piece", local);
+  full.require_shape("the whole tensor", layout.global_extents());
+  if (runs.empty() || piece.numel() == 0) return;
+  const std::vector<index_t>& extents = full.shape();
+  const IndexRuns& last = runs.back();
+  const T* src = piece.data();
+  detail::for_each_outer(runs, [&](const std::vector<index_t>& at) {
+    index_t offset = 0;
+    for (std::size_t d = 0; d < at.size(); ++d) offset = offset * extents[d] + at[d];
+    offset *= extents.back();
+    for (const auto& r : last) {
+      std::copy_n(src, r.size, full.data() + offset + r.begin);
+      src += r.size;
+    }
+  });
+}
+
 }  // namespace meshplan

@@ -190,6 +190,15 @@ template <class Backend>
 struct activations_of<Backend> {
   using type = typename Backend::Activations;
 };
+template <class Backend>
+struct mlp_backward_of {
+  struct type {};
+};
+template <class Backend>
+  requires requires { typename Backend::MlpBackward; }
+struct mlp_backward_of<Backend> {
+  using type = typename Backend::MlpBackward;
+};
 }  // namespace detail
 
 /// A backend whose primitives include the backward's (the CPU backend today).
@@ -417,7 +426,7 @@ class MoEBlock {
 
     ExpertBackward eb = expert_backward(comm, ctx, state, std::move(drows));
     tensor<float> dx_routed = backend_.unpermute_add(ctx, eb.dx_sorted, state.routed, H);
-    std::optional<typename Backend::MlpBackward> shared_b;
+    std::optional<MlpBackward> shared_b;
     if (has_shared_) {
       const index_t offsets[2] = {0, tokens};
       shared_b = backend_.mlp_backward(ctx, dy_shared, offsets, state.shared, w_, true);
@@ -559,6 +568,7 @@ class MoEBlock {
   // ---- Forward helpers that keep what a backward needs ------------------------------------
 
   using Activations = typename State::Activations;
+  using MlpBackward = typename detail::mlp_backward_of<Backend>::type;
   Activations* keep_activations(Activations& a) const noexcept {
     return training_ == Training::keep_activations ? &a : nullptr;
   }
@@ -640,7 +650,7 @@ class MoEBlock {
   struct ExpertBackward {
     tensor<float> dout;        // the row gradients as the experts read them (grouped)
     tensor<float> dx_sorted;   // each routed row's input gradient, in sorted pair order
-    std::optional<typename Backend::MlpBackward> mlp;
+    std::optional<MlpBackward> mlp;
   };
 
   /// The routed experts' backward: the row gradients travel to the experts' ranks as the
@@ -755,7 +765,7 @@ class MoEBlock {
   template <Communicator C>
   void weight_gradients(C& comm, Context& ctx, const State& state, const tensor<float>& dlogits,
                         const ExpertBackward& eb, const tensor<float>& dy_shared,
-                        const typename Backend::MlpBackward* shared_b, MoEGradients& g) {
+                        const MlpBackward* shared_b, MoEGradients& g) {
     const index_t H = model_.hidden_size, E = model_.num_experts, El = local_experts_;
     const index_t tokens = state.x.dim(0);
     g.router = Tensor<float>({E, H});

@@ -1,0 +1,164 @@
+// The CPU MoE block's backward next to its forward and to torch autograd on transformers'
+// block, in the same run: a benchmark, never a test.
+//
+//   cpu_moe_backward_bench [--large] [--runs 3] [--python python3]
+//
+// Case: the Qwen3-MoE block at EP = 1 with hidden 1024, 32 experts, top-4, moe_intermediate
+// 512 at 2048 tokens (--large adds the Qwen3-30B-A3B expert shape, H 2048, I 768, E 128,
+// top-8, at 4096 tokens), fp32, 1 and 2 threads. Prints the median forward (inference), the
+// median backward after a forward that kept its activations, the backward with the experts'
+// activations recomputed, their ratios to the forward (target: backward <= 2.2x forward),
+// the bytes the forward keeps per token both ways, and torch autograd's backward of
+// transformers' Qwen3MoeSparseMoeBlock on the same weights, tokens and output gradient
+// with the same threads (benchmarks/cpu/transformers_block.py --backward; skipped without
+// torch and transformers).
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "meshplan/comm/thread_comm.hpp"
+#include "meshplan/io/safetensors.hpp"
+#include "meshplan/moe/moe_block.hpp"
+#include "meshplan/plan/builtin/registry.hpp"
+
+namespace mp = meshplan;
+using mp::index_t;
+
+namespace {
+
+using Mesh = mp::DeviceMesh<mp::Axis<"ep">>;
+using Plan = mp::plans::qwen3_moe::ep<"ep">;
+
+struct Case {
+  const char* name;
+  index_t hidden, inter, experts, top_k, tokens;
+};
+
+struct Options {
+  bool large = false;
+  int runs = 3;
+  std::string python = "python3";
+  std::string script = MESHPLAN_BENCH_DIR "/transformers_block.py";
+};
+
+mp::ModelSpec model_of(const Case& c) {
+  mp::ModelSpec m;
+  m.family = mp::Family::qwen3_moe;
+  m.hidden_size = c.hidden;
+  m.num_hidden_layers = 1;
+  m.num_attention_heads = 8;
+  m.num_key_value_heads = 8;
+  m.head_dim = 64;
+  m.vocab_size = 1024;
+  m.num_experts = c.experts;
+  m.num_experts_per_tok = c.top_k;
+  m.moe_intermediate_size = c.inter;
+  m.norm_topk_prob = true;
+  return m;
+}
+
+double median(std::vector<double> t) {
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+/// The JSON number after `"key": ` in text, or a negative value.
+double json_number(const std::string& text, const std::string& key) {
+  const auto at = text.find("\"" + key + "\": ");
+  return at == std::string::npos ? -1 : std::atof(text.c_str() + at + key.size() + 4);
+}
+
+void run_case(const Options& o, const Case& c, int threads) {
+  const mp::ModelSpec model = model_of(c);
+  const auto full = mp::random_moe_weights<float>(model, 7);
+  mp::Tensor<float> x({c.tokens, c.hidden}), dy({c.tokens, c.hidden});
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal;
+  for (auto& v : x.vector()) v = normal(rng);
+  for (auto& v : dy.vector()) v = normal(rng);
+
+  std::vector<double> fwd, bwd, bwd_recompute;
+  double kept = 0, kept_recompute = 0;
+  mp::ThreadWorld world(1);
+  world.run([&](mp::ThreadComm& comm) {
+    using Backend = mp::CpuBackend<float>;
+    mp::MoEBlock<mp::RuntimeModel, Mesh, Plan, Backend> block(model, Mesh{1}, 0, full, Backend(threads));
+    for (int r = 0; r <= o.runs; ++r) {  // the first of each is a warm-up
+      block.set_training(mp::Training::off);
+      auto start = std::chrono::steady_clock::now();
+      (void)block.forward(comm, x);
+      if (r > 0) fwd.push_back(seconds_since(start));
+      for (mp::Training mode : {mp::Training::keep_activations, mp::Training::recompute}) {
+        block.set_training(mode);
+        auto f = block.forward(comm, x);
+        (mode == mp::Training::recompute ? kept_recompute : kept) =
+            static_cast<double>(f.state.bytes_kept()) / static_cast<double>(c.tokens);
+        start = std::chrono::steady_clock::now();
+        (void)block.backward(comm, f.state, dy);
+        if (r > 0) (mode == mp::Training::recompute ? bwd_recompute : bwd).push_back(seconds_since(start));
+      }
+    }
+  });
+  const double f = median(fwd), b = median(bwd), br = median(bwd_recompute);
+  std::printf("%-14s f32 %d thread(s): forward %8.1f ms | backward %8.1f ms = %.2fx forward (kept %6.0f B/token) | "
+              "recomputing %8.1f ms = %.2fx (kept %6.0f B/token)",
+              c.name, threads, f * 1e3, b * 1e3, b / f, kept, br * 1e3, br / f, kept_recompute);
+
+  const std::string file = "/tmp/meshplan_cpu_backward_case.safetensors";
+  mp::SafetensorsWriter w;
+  w.add("gate.weight", full.router);
+  w.add("experts.gate_up_proj", full.gate_up);
+  w.add("experts.down_proj", full.down);
+  w.add("hidden_states", x);
+  w.add("grad_output", dy);
+  for (auto [key, value] : {std::pair<const char*, index_t>{"hidden_size", c.hidden},
+                            {"moe_intermediate_size", c.inter},
+                            {"num_experts", c.experts},
+                            {"num_experts_per_tok", c.top_k}})
+    w.metadata(key, std::to_string(value));
+  w.metadata("norm_topk_prob", "true");
+  w.write(file);
+  const std::string cmd = o.python + " " + o.script + " --case " + file + " --threads " + std::to_string(threads) +
+                          " --runs " + std::to_string(o.runs) + " --backward 2>/dev/null";
+  std::unique_ptr<FILE, int (*)(FILE*)> pipe(popen(cmd.c_str(), "r"), pclose);
+  std::string text;
+  char buf[512];
+  while (pipe && std::fgets(buf, sizeof buf, pipe.get())) text += buf;
+  const double their_f = json_number(text, "ms"), their_b = json_number(text, "backward_ms");
+  if (their_b < 0)
+    std::printf(" | torch autograd: skipped (%s)\n", text.empty() ? "no output" : text.substr(0, text.find('\n')).c_str());
+  else
+    std::printf(" | torch: forward %8.1f ms, autograd backward %8.1f ms: meshplan's backward %.2fx as fast\n", their_f,
+                their_b, their_b / (b * 1e3));
+  std::fflush(stdout);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--large") o.large = true;
+    else if (a == "--runs" && i + 1 < argc) o.runs = std::max(1, std::atoi(argv[++i]));
+    else if (a == "--python" && i + 1 < argc) o.python = argv[++i];
+    else {
+      std::fprintf(stderr, "usage: cpu_moe_backward_bench [--large] [--runs N] [--python python3]\n");
+      return 2;
+    }
+  }
+  std::vector<Case> cases{{"H1024 E32 k4", 1024, 512, 32, 4, 2048}};
+  if (o.large) cases.push_back({"Qwen3-30B-A3B", 2048, 768, 128, 8, 4096});
+  for (const Case& c : cases)
+    for (int threads : {1, 2}) run_case(o, c, threads);
+  return 0;
+}
