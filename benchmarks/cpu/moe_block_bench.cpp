@@ -27,6 +27,7 @@
 #include "meshplan/io/safetensors.hpp"
 #include "meshplan/moe/moe_block.hpp"
 #include "meshplan/plan/builtin/registry.hpp"
+#include "bench_case.hpp"
 
 namespace mp = meshplan;
 using mp::index_t;
@@ -36,10 +37,8 @@ namespace {
 using Mesh = mp::DeviceMesh<mp::Axis<"ep">>;
 using Plan = mp::plans::qwen3_moe::ep<"ep">;
 
-struct Case {
-  const char* name;
-  index_t hidden, inter, experts, top_k, tokens;
-};
+using mp::bench::Case;
+using mp::bench::model_of;
 
 struct Options {
   bool quick = false;
@@ -47,22 +46,6 @@ struct Options {
   std::string python = "python3";
   std::string script = MESHPLAN_BENCH_DIR "/transformers_block.py";
 };
-
-mp::ModelSpec model_of(const Case& c) {
-  mp::ModelSpec m;
-  m.family = mp::Family::qwen3_moe;
-  m.hidden_size = c.hidden;
-  m.num_hidden_layers = 1;
-  m.num_attention_heads = 8;
-  m.num_key_value_heads = 8;
-  m.head_dim = 64;
-  m.vocab_size = 1024;
-  m.num_experts = c.experts;
-  m.num_experts_per_tok = c.top_k;
-  m.moe_intermediate_size = c.inter;
-  m.norm_topk_prob = true;
-  return m;
-}
 
 template <class F>
 double median_seconds(int runs, F&& f) {

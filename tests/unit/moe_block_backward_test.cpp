@@ -27,6 +27,7 @@
 #include "meshplan/model/presets.hpp"
 #include "meshplan/plan/builtin/registry.hpp"
 #include "../support/moe_backward_run.hpp"
+#include "../support/moe_matrix.hpp"
 
 namespace mp = meshplan;
 using mp::index_t;
@@ -34,36 +35,7 @@ using mp::index_t;
 namespace {
 
 using namespace moe_cases;
-using Mesh = mp::DeviceMesh<mp::Axis<"dp">, mp::Axis<"ep">, mp::Axis<"tp">>;
-
-struct DeepSeekV3NoShared {
-  static constexpr mp::ModelSpec spec = [] {
-    mp::ModelSpec m = mp::models::TinyDeepSeekV3::spec;
-    m.n_shared_experts = 0;
-    m.n_group = m.topk_group = 1;
-    m.norm_topk_prob = false;
-    return m;
-  }();
-};
-struct Qwen3MoeOdd {  // 12 experts of width 10, top-3, not renormalized, hidden 24
-  static constexpr mp::ModelSpec spec = [] {
-    mp::ModelSpec m = mp::models::TinyQwen3Moe::spec;
-    m.hidden_size = 24;
-    m.num_experts = 12;
-    m.num_experts_per_tok = 3;
-    m.moe_intermediate_size = 10;
-    m.norm_topk_prob = false;
-    return m;
-  }();
-};
-
-const Sizes candidate_meshes[] = {{1, 1, 1}, {1, 2, 1}, {1, 4, 1}, {2, 2, 1}, {2, 1, 1}, {1, 1, 2},
-                                  {2, 1, 2}, {1, 2, 2}, {1, 4, 2}, {2, 2, 2}};
-
-bool fits_axes(std::span<const mp::EntrySpec> plan, Sizes s) {
-  return (s.ep == 1 || mp::plan_rules::plan_uses_axis(plan, "ep")) &&
-         (s.tp == 1 || mp::plan_rules::plan_uses_axis(plan, "tp"));
-}
+using Mesh = MatrixMesh;
 
 template <class Model, class Plan, class T>
 void check(Sizes sizes, RoutingKind kind, index_t tokens, bool exact, mp::Training training) {

@@ -47,12 +47,7 @@ class PackedMatrix {
                 ? Message{}
                 : Message::rule("gemm_shape") << "cannot pack a weight of shape [" << n << ", " << k << "]"
                                               << (b == nullptr ? " from a null pointer" : ""));
-    PackedMatrix m;
-    m.rows_ = n;
-    m.cols_ = k;
-    m.panels_ = (n + panel_width - 1) / panel_width;
-    std::size_t elements = static_cast<std::size_t>(m.panels_ * panel_width * k);
-    if (elements > 0) m.data_.reset(static_cast<float*>(::operator new(elements * sizeof(float), alignment)));
+    PackedMatrix m = allocate(n, k);
     auto pack_panel = [&](index_t p) {
       float* dst = m.data_.get() + p * panel_width * k;
       index_t first = p * panel_width;
@@ -79,12 +74,7 @@ class PackedMatrix {
                 ? Message{}
                 : Message::rule("gemm_shape") << "cannot pack the transpose of a matrix of shape [" << k << ", " << n
                                               << "] with leading dimension " << ld);
-    PackedMatrix m;
-    m.rows_ = n;
-    m.cols_ = k;
-    m.panels_ = (n + panel_width - 1) / panel_width;
-    std::size_t elements = static_cast<std::size_t>(m.panels_ * panel_width * k);
-    if (elements > 0) m.data_.reset(static_cast<float*>(::operator new(elements * sizeof(float), alignment)));
+    PackedMatrix m = allocate(n, k);
     auto pack_panel = [&](index_t p) {
       float* dst = m.data_.get() + p * panel_width * k;
       const index_t first = p * panel_width;
@@ -116,6 +106,17 @@ class PackedMatrix {
 
  private:
   static constexpr std::align_val_t alignment{64};
+
+  /// The panels of an [n, k] matrix, uninitialized.
+  static PackedMatrix allocate(index_t n, index_t k) {
+    PackedMatrix m;
+    m.rows_ = n;
+    m.cols_ = k;
+    m.panels_ = (n + panel_width - 1) / panel_width;
+    const auto elements = static_cast<std::size_t>(m.panels_ * panel_width * k);
+    if (elements > 0) m.data_.reset(static_cast<float*>(::operator new(elements * sizeof(float), alignment)));
+    return m;
+  }
   struct AlignedDelete {
     void operator()(float* p) const noexcept { ::operator delete(p, alignment); }
   };
