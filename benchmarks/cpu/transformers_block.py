@@ -59,7 +59,7 @@ def main() -> int:
     )
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
     block = Qwen3MoeSparseMoeBlock(cfg).eval()
-    state = {k: v for k, v in tensors.items() if k != "hidden_states"}
+    state = {k: v for k, v in tensors.items() if k not in ("hidden_states", "grad_output")}
     block.load_state_dict(state, strict=True)
     block = block.to(dtype)
     x = tensors["hidden_states"].to(dtype).unsqueeze(0)

@@ -103,25 +103,36 @@ struct OuterTerm {
   float* c = nullptr;
 };
 
+/// dst [cols, rows] = src [rows, cols]^T (src's leading dimension ld), in 32 x 32 tiles so
+/// that both sides stay in cache.
+inline void transpose(const float* src, index_t rows, index_t cols, index_t ld, float* dst) {
+  constexpr index_t tile = 32;
+  for (index_t r0 = 0; r0 < rows; r0 += tile)
+    for (index_t c0 = 0; c0 < cols; c0 += tile)
+      for (index_t c = c0; c < std::min(cols, c0 + tile); ++c)
+        for (index_t r = r0; r < std::min(rows, r0 + tile); ++r) dst[c * rows + r] = src[r * ld + c];
+}
+
 /// Runs the terms as one batch of products on the pool: g is transposed and x packed
-/// transposed, so that each product is cpu/gemm.hpp's c += a b^T with K = the rows.
+/// transposed (one term per thread at a time), so that each product is cpu/gemm.hpp's
+/// c += a b^T with K = the rows.
 template <StorageType X>
 void accumulate_outer(std::span<const OuterTerm<X>> terms, ThreadPool& pool, Isa isa) {
   std::vector<std::vector<float>> gt(terms.size());
   std::vector<PackedMatrix<float>> xt(terms.size());
-  std::vector<GemmTask<float>> tasks;
-  std::vector<X> rows;
-  for (std::size_t i = 0; i < terms.size(); ++i) {
-    const OuterTerm<X>& t = terms[i];
-    if (t.n == 0 || t.p == 0 || t.q == 0) continue;
-    gt[i].resize(static_cast<std::size_t>(t.p * t.n));
-    for (index_t r = 0; r < t.n; ++r)
-      for (index_t j = 0; j < t.p; ++j) gt[i][static_cast<std::size_t>(j * t.n + r)] = t.g[r * t.ldg + j];
-    rows.resize(static_cast<std::size_t>(t.n * t.q));
+  pool.parallel_for(static_cast<index_t>(terms.size()), [&](index_t i) {
+    const OuterTerm<X>& t = terms[static_cast<std::size_t>(i)];
+    if (t.n == 0 || t.p == 0 || t.q == 0) return;
+    std::vector<float>& g = gt[static_cast<std::size_t>(i)];
+    g.resize(static_cast<std::size_t>(t.p * t.n));
+    transpose(t.g, t.n, t.p, t.ldg, g.data());
+    std::vector<X> rows(static_cast<std::size_t>(t.n * t.q));
     for (index_t r = 0; r < t.n; ++r) std::copy_n(t.x.row(r), t.q, rows.data() + r * t.q);
-    xt[i] = PackedMatrix<float>::pack_transposed(rows.data(), t.n, t.q, t.q, &pool);
-    tasks.push_back({{gt[i].data(), t.n}, t.p, &xt[i], t.c, t.q, true});
-  }
+    xt[static_cast<std::size_t>(i)] = PackedMatrix<float>::pack_transposed(rows.data(), t.n, t.q, t.q);
+  });
+  std::vector<GemmTask<float>> tasks;
+  for (std::size_t i = 0; i < terms.size(); ++i)
+    if (!gt[i].empty()) tasks.push_back({{gt[i].data(), terms[i].n}, terms[i].p, &xt[i], terms[i].c, terms[i].q, true});
   gemm_batch<float>(tasks, pool, isa);
 }
 
