@@ -69,7 +69,6 @@ class CpuBackend {
     cpu::PackedMatrix<float> router_t;                        // [H, E]
     std::vector<cpu::PackedMatrix<float>> gate_up_t, down_t;  // per local expert: [H, 2I], [I, H]
     cpu::PackedMatrix<float> shared_gate_up_t, shared_down_t; // [H, 2S], [S, H]
-    bool backward_ready = false;
   };
 
   /// What a grouped SwiGLU MLP's forward keeps for its backward: its fp32 pre-activations
@@ -119,8 +118,7 @@ class CpuBackend {
     }
     if (w.has_shared()) {
       const index_t S = w.shared_gate.dim(0);
-      std::vector<T> gu(w.shared_gate.vector());
-      gu.insert(gu.end(), w.shared_up.vector().begin(), w.shared_up.vector().end());
+      const std::vector<T> gu = shared_gate_up_rows(w);
       p.shared_gate_up = cpu::PackedMatrix<float>::pack(gu.data(), 2 * S, H);
       p.shared_down = cpu::PackedMatrix<float>::pack(w.shared_down.data(), H, S);
     }
@@ -218,26 +216,23 @@ class CpuBackend {
 
   // ---- The backward's primitives (moe/moe_backend.hpp) ------------------------------------
 
-  /// Packs the transposed weights the input gradients read (once per set of weights).
+  /// Packs the transposed weights the input gradients read (once per set of weights: the
+  /// router's transpose, never empty, marks them packed).
   void prepare_backward(Context& c, Weights& p) const {
-    if (p.backward_ready) return;
+    if (p.router_t.rows() > 0) return;
     const MoEWeights<T>& w = p.w;
     const index_t E = w.gate_up.dim(0), I2 = w.gate_up.dim(1), H = w.gate_up.dim(2), I = I2 / 2;
     p.router_t = cpu::PackedMatrix<float>::pack_transposed(w.router.data(), w.router.dim(0), H, H, c.pool);
-    p.gate_up_t.clear();
-    p.down_t.clear();
     for (index_t e = 0; e < E; ++e) {
       p.gate_up_t.push_back(cpu::PackedMatrix<float>::pack_transposed(w.gate_up.data() + e * I2 * H, I2, H, H, c.pool));
       p.down_t.push_back(cpu::PackedMatrix<float>::pack_transposed(w.down.data() + e * H * I, H, I, I, c.pool));
     }
     if (w.has_shared()) {
       const index_t S = w.shared_gate.dim(0);
-      std::vector<T> gu(w.shared_gate.vector());
-      gu.insert(gu.end(), w.shared_up.vector().begin(), w.shared_up.vector().end());
+      const std::vector<T> gu = shared_gate_up_rows(w);
       p.shared_gate_up_t = cpu::PackedMatrix<float>::pack_transposed(gu.data(), 2 * S, H, H, c.pool);
       p.shared_down_t = cpu::PackedMatrix<float>::pack_transposed(w.shared_down.data(), H, S, S, c.pool);
     }
-    p.backward_ready = true;
   }
 
   /// Whether every element is finite.
@@ -389,6 +384,13 @@ class CpuBackend {
   }
 
  private:
+  /// The shared experts' gate rows, then their up rows: [2S, H], as the products read them.
+  static std::vector<T> shared_gate_up_rows(const MoEWeights<T>& w) {
+    std::vector<T> gu(w.shared_gate.vector());
+    gu.insert(gu.end(), w.shared_up.vector().begin(), w.shared_up.vector().end());
+    return gu;
+  }
+
   /// f(begin, end) over [0, n) in chunks on the pool.
   template <class F>
   static void for_chunks(Context& c, index_t n, F&& f) {

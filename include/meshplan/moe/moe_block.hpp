@@ -136,6 +136,14 @@ inline Message rank_matches(index_t block_rank, index_t comm_rank) {
 }
 }  // namespace moe_rules
 
+/// The rows held by the members of a hook's group before `member` (its first row's offset
+/// in the gathered rows).
+inline index_t rows_before(std::span<const index_t> member_rows, index_t member) {
+  index_t offset = 0;
+  for (index_t m = 0; m < member; ++m) offset += member_rows[static_cast<std::size_t>(m)];
+  return offset;
+}
+
 /// Which rows of a forward's input the routing's rows `[routing_row, +count)` are: input
 /// rows `[input_row, +count)` (an entry gather adds other ranks' rows; a split keeps a part).
 struct RoutedRows {
@@ -147,7 +155,7 @@ struct RoutedRows {
   /// members' rows.
   RoutedRows after_gather(std::span<const index_t> member_rows, index_t member) const {
     RoutedRows r = *this;
-    for (index_t m = 0; m < member; ++m) r.routing_row += member_rows[static_cast<std::size_t>(m)];
+    r.routing_row += rows_before(member_rows, member);
     return r;
   }
   /// After an entry split: the member routes rows [offset, +size) of what it held.
@@ -215,7 +223,6 @@ struct MoEForwardState {
   typename Backend::Routed routed;               // the routing of the rows this rank routed
   RoutedRows routed_rows;                        // which input rows those are
   std::vector<index_t> rows_per_local_expert;    // rows each local expert computed (all ranks' tokens)
-  std::vector<index_t> entry_counts;             // tokens per member of an SP entry gather
   std::vector<std::vector<index_t>> entry_rows, exit_rows;  // rows per member at each hook (for the backward)
   DispatchCounts dispatch;                       // the EP exchange's sizes (empty without EP)
   std::vector<index_t> dispatch_from;            // rows each EP member sent to each local expert
@@ -284,7 +291,6 @@ class MoEBlock {
     has_shared_ = mine.weights.has_shared();
     expert_begin_ = mine.first_expert;
     w_ = backend_.prepare(std::move(mine.weights));
-    plan_gradient_chains();
   }
 
   const ModelSpec& model() const noexcept { return model_; }
@@ -350,9 +356,7 @@ class MoEBlock {
     constexpr bool routed_partial = !block_plan.expert_tp_axis.empty();
     using Row = std::conditional_t<routed_partial, float, T>;
     tensor<Row> y;
-    // An expert-parallel group of one member holds every expert: its exchange would move
-    // each row to itself, so it takes the local path (the same rows, the same bits).
-    if (block_plan.expert_parallel() && group(block_plan.ep_axis).size() > 1) {
+    if (exchanges_rows()) {
       y = dispatch_and_compute<Row>(comm, ctx, *x, state);
     } else {
       const std::vector<index_t> offsets = exclusive_offsets(state.routed.counts);
@@ -404,6 +408,7 @@ class MoEBlock {
     agree(host, moe_rules::gradient_finite(backend_.all_finite(ctx, dy)), world);
     state.spent = true;
     backend_.prepare_backward(ctx, w_);
+    if (!chains_) chains_ = plan_gradient_chains();
     if (state.training == Training::recompute) recompute(ctx, state);
 
     // The exit hooks, last first, then the finish: the output gradient of the routed and of
@@ -445,6 +450,11 @@ class MoEBlock {
 
   Group group(std::string_view axis) const { return mesh_.group(rank_, {axis}); }
 
+  /// Whether the routed rows travel to the experts' ranks. An expert-parallel group of one
+  /// member holds every expert: its exchange would move each row to itself, so it takes the
+  /// local path (the same rows, the same bits).
+  bool exchanges_rows() const { return block_plan.expert_parallel() && group(block_plan.ep_axis).size() > 1; }
+
   static std::vector<index_t> exclusive_offsets(std::span<const index_t> counts) {
     std::vector<index_t> offsets(counts.size() + 1, 0);
     for (std::size_t e = 0; e < counts.size(); ++e) offsets[e + 1] = offsets[e] + counts[e];
@@ -466,7 +476,6 @@ class MoEBlock {
       host.all_gather(std::span<const index_t>(&mine, 1), std::span<index_t>(counts), g, label);
       member_rows = counts;
       if (side == HookSide::entry) {
-        state.entry_counts = counts;  // tokens per member, for the reduce-scatter back
         state.routed_rows = state.routed_rows.after_gather(counts, g.rank);
         // The reduce-scatter back needs equal shards: refuse before any row moves.
         if constexpr (block_plan.reduce_scatters())
@@ -585,7 +594,7 @@ class MoEBlock {
   /// Training::recompute: the MLPs' activations again, from the rows the forward kept.
   void recompute(Context& ctx, State& state) {
     using Row = std::conditional_t<block_plan.expert_tp_axis.empty(), T, float>;
-    if (state.experts.rows.numel() > 0 || state.dispatch.local_offsets.size() > 0) {
+    if (exchanges_rows()) {
       (void)backend_.template expert_mlp<Row>(ctx, state.experts.rows, nullptr, state.dispatch.local_offsets, w_,
                                               &state.experts);
     } else {
@@ -603,11 +612,9 @@ class MoEBlock {
   tensor<float> unhook(C& comm, Context& ctx, const MoEHook& h, tensor<float> g, std::span<const index_t> member_rows) {
     const index_t H = model_.hidden_size;
     const Group grp = group(h.axis);
-    if (h.from == Act::shard_seq && h.to == Act::replicate) {
-      index_t offset = 0;
-      for (index_t m = 0; m < grp.rank; ++m) offset += member_rows[static_cast<std::size_t>(m)];
-      return backend_.slice_rows(ctx, g, offset, member_rows[static_cast<std::size_t>(grp.rank)]);
-    }
+    if (h.from == Act::shard_seq && h.to == Act::replicate)
+      return backend_.slice_rows(ctx, g, rows_before(member_rows, grp.rank),
+                                 member_rows[static_cast<std::size_t>(grp.rank)]);
     if (h.from == Act::replicate && h.to == Act::shard_seq) {
       std::vector<index_t> counts(member_rows.begin(), member_rows.end());
       index_t total = 0;
@@ -659,7 +666,7 @@ class MoEBlock {
   ExpertBackward expert_backward(C& comm, Context& ctx, State& state, tensor<float> drows) {
     ExpertBackward b;
     const index_t H = model_.hidden_size;
-    if (!(block_plan.expert_parallel() && group(block_plan.ep_axis).size() > 1)) {
+    if (!exchanges_rows()) {
       const std::vector<index_t> offsets = exclusive_offsets(state.routed.counts);
       b.mlp = backend_.mlp_backward(ctx, drows, offsets, state.experts, w_, false);
       b.dx_sorted = std::move(b.mlp->dx);
@@ -697,9 +704,7 @@ class MoEBlock {
         if (bp.entry[i].axis == axis && bp.entry[i].from == Act::shard_seq && bp.entry[i].to == Act::replicate) {
           const std::vector<index_t>& rows = state.entry_rows[i];
           const index_t me = group(axis).rank;
-          index_t offset = 0;
-          for (index_t m = 0; m < me; ++m) offset += rows[static_cast<std::size_t>(m)];
-          return std::pair{offset, rows[static_cast<std::size_t>(me)]};
+          return std::pair{rows_before(rows, me), rows[static_cast<std::size_t>(me)]};
         }
       return std::nullopt;
     };
@@ -746,7 +751,13 @@ class MoEBlock {
     return dx;
   }
 
-  void plan_gradient_chains() {
+  /// How each weight gradient is summed over the ranks (planned at the first backward: a
+  /// forward-only block does not need it).
+  struct GradientChains {
+    GradientChain router, experts, shared;
+  };
+
+  GradientChains plan_gradient_chains() const {
     const MeshSpec spec(mesh_);
     const std::vector<GradientReduction> all = gradient_reductions(model_, spec, Plan::entries, rank_);
     std::size_t ep_axis = spec.ndim();
@@ -756,9 +767,10 @@ class MoEBlock {
       const GradientReduction* r = find_gradient_reduction(all, param);
       return r ? gradient_chain(spec, rank_, *r, source_axis) : GradientChain{Group{{rank_}, 0}, {0}, {0}};
     };
-    router_chain_ = chain("layers.*.mlp.gate.weight", spec.ndim());
-    expert_chain_ = chain("layers.*.mlp.experts.gate_up_proj", ep_axis);
-    if (has_shared_) shared_chain_ = chain("layers.*.mlp.shared_experts.gate_proj.weight", spec.ndim());
+    GradientChains c{chain("layers.*.mlp.gate.weight", spec.ndim()), chain("layers.*.mlp.experts.gate_up_proj", ep_axis),
+                     {}};
+    if (has_shared_) c.shared = chain("layers.*.mlp.shared_experts.gate_proj.weight", spec.ndim());
+    return c;
   }
 
   /// The parameter gradients, each one ordered sum over its chain.
@@ -769,30 +781,35 @@ class MoEBlock {
     const index_t H = model_.hidden_size, E = model_.num_experts, El = local_experts_;
     const index_t tokens = state.x.dim(0);
     g.router = Tensor<float>({E, H});
-    ordered_sum(comm, router_chain_.group, router_chain_.owners, g.router.span(),
+    const GradientChains& chains = *chains_;
+    ordered_sum(comm, chains.router.group, chains.router.owners, g.router.span(),
                 [&](std::size_t) { backend_.router_weight_grad(ctx, state.x, dlogits, 0, tokens, g.router.data()); },
                 "router gradient");
 
     const MoEWeights<T>& w = w_.w;
     const index_t I2 = w.gate_up.dim(1), I = I2 / 2;
     std::vector<float> experts(static_cast<std::size_t>(El * (I2 * H + H * I)));
-    const bool exchanged = !state.dispatch_from.empty();
-    const index_t P = exchanged ? static_cast<index_t>(state.dispatch_from.size()) / std::max<index_t>(El, 1) : 1;
-    std::vector<index_t> first(static_cast<std::size_t>(El)), count(first);
-    ordered_sum(comm, expert_chain_.group, expert_chain_.owners, std::span(experts),
+    const bool exchanged = exchanges_rows();
+    // Without an exchange every expert is local and one segment holds all its rows, in
+    // sorted order; with one, a segment is one source member's rows of each local expert.
+    std::vector<index_t> first, count;
+    if (!exchanged) {
+      first = exclusive_offsets(state.routed.counts);
+      first.pop_back();
+      count = state.routed.counts;
+    }
+    ordered_sum(comm, chains.experts.group, chains.experts.owners, std::span(experts),
                 [&](std::size_t segment) {
-                  const index_t source = expert_chain_.sources[segment];
-                  for (index_t j = 0; j < El; ++j) {
-                    const auto at = static_cast<std::size_t>(j);
-                    if (!exchanged) {  // every expert local: its rows, in sorted order
-                      first[at] = 0;
-                      for (index_t e = 0; e < expert_begin_ + j; ++e) first[at] += state.routed.counts[static_cast<std::size_t>(e)];
-                      count[at] = state.routed.counts[static_cast<std::size_t>(expert_begin_ + j)];
-                      continue;
+                  if (exchanged) {
+                    const index_t source = chains.experts.sources[segment];
+                    first.assign(state.dispatch.local_offsets.begin(), state.dispatch.local_offsets.end() - 1);
+                    count.resize(static_cast<std::size_t>(El));
+                    for (index_t j = 0; j < El; ++j) {
+                      const auto at = static_cast<std::size_t>(j);
+                      for (index_t s = 0; s < source; ++s)
+                        first[at] += state.dispatch_from[static_cast<std::size_t>(s * El + j)];
+                      count[at] = state.dispatch_from[static_cast<std::size_t>(source * El + j)];
                     }
-                    first[at] = state.dispatch.local_offsets[at];
-                    for (index_t s = 0; s < source; ++s) first[at] += state.dispatch_from[static_cast<std::size_t>(s * El + j)];
-                    count[at] = source < P ? state.dispatch_from[static_cast<std::size_t>(source * El + j)] : 0;
                   }
                   backend_.mlp_weight_grads(ctx, state.x, exchanged ? nullptr : &state.routed, state.experts, eb.dout,
                                             *eb.mlp, first, count, experts.data(), experts.data() + El * I2 * H);
@@ -805,7 +822,7 @@ class MoEBlock {
     const index_t S = w.shared_gate.dim(0);
     std::vector<float> shared(static_cast<std::size_t>(2 * S * H + H * S));
     const index_t zero = 0;
-    ordered_sum(comm, shared_chain_.group, shared_chain_.owners, std::span(shared),
+    ordered_sum(comm, chains.shared.group, chains.shared.owners, std::span(shared),
                 [&](std::size_t) {
                   backend_.mlp_weight_grads(ctx, state.x, nullptr, state.shared, dy_shared, *shared_b,
                                             std::span(&zero, 1), std::span(&tokens, 1), shared.data(),
@@ -830,7 +847,7 @@ class MoEBlock {
   Training training_ = Training::off;
   std::uint64_t id_ = next_id_++;
   std::uint64_t weights_version_ = 0;
-  GradientChain router_chain_, expert_chain_, shared_chain_;
+  std::optional<GradientChains> chains_;
 };
 
 }  // namespace meshplan
