@@ -210,13 +210,9 @@ struct TrainingStep {
 
   template <class Block>
   auto operator()(Block& block, mp::ThreadComm& comm, const mp::Tensor<float>& x) const {
-    const index_t H = dy.dim(1);
-    std::vector<float> rows;
-    for (index_t t : mp::held_tokens(tokens, comm.rank())) rows.insert(rows.end(), dy.data() + t * H, dy.data() + (t + 1) * H);
     block.set_training(mp::Training::keep_activations);
     auto f = block.forward(comm, x);
-    const index_t n = static_cast<index_t>(rows.size()) / H;
-    grads[static_cast<std::size_t>(comm.rank())] = block.backward(comm, f.state, mp::Tensor<float>({n, H}, std::move(rows)));
+    grads[static_cast<std::size_t>(comm.rank())] = block.backward(comm, f.state, mp::held_rows(tokens, dy, comm.rank()));
     return f;
   }
 };

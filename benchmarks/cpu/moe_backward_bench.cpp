@@ -32,11 +32,10 @@ using mp::index_t;
 
 namespace {
 
-using Mesh = mp::DeviceMesh<mp::Axis<"ep">>;
-using Plan = mp::plans::qwen3_moe::ep<"ep">;
-
 using mp::bench::Case;
+using mp::bench::Mesh;
 using mp::bench::model_of;
+using mp::bench::Plan;
 
 struct Options {
   bool large = false;
@@ -52,12 +51,6 @@ double median(std::vector<double> t) {
 
 double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
-/// The JSON number after `"key": ` in text, or a negative value.
-double json_number(const std::string& text, const std::string& key) {
-  const auto at = text.find("\"" + key + "\": ");
-  return at == std::string::npos ? -1 : std::atof(text.c_str() + at + key.size() + 4);
 }
 
 void run_case(const Options& o, const Case& c, int threads) {
@@ -97,26 +90,11 @@ void run_case(const Options& o, const Case& c, int threads) {
               c.name, threads, f * 1e3, b * 1e3, b / f, kept, br * 1e3, br / f, kept_recompute);
 
   const std::string file = "/tmp/meshplan_cpu_backward_case.safetensors";
-  mp::SafetensorsWriter w;
-  w.add("gate.weight", full.router);
-  w.add("experts.gate_up_proj", full.gate_up);
-  w.add("experts.down_proj", full.down);
-  w.add("hidden_states", x);
-  w.add("grad_output", dy);
-  for (auto [key, value] : {std::pair<const char*, index_t>{"hidden_size", c.hidden},
-                            {"moe_intermediate_size", c.inter},
-                            {"num_experts", c.experts},
-                            {"num_experts_per_tok", c.top_k}})
-    w.metadata(key, std::to_string(value));
-  w.metadata("norm_topk_prob", "true");
-  w.write(file);
-  const std::string cmd = o.python + " " + o.script + " --case " + file + " --threads " + std::to_string(threads) +
-                          " --runs " + std::to_string(o.runs) + " --backward 2>/dev/null";
-  std::unique_ptr<FILE, int (*)(FILE*)> pipe(popen(cmd.c_str(), "r"), pclose);
-  std::string text;
-  char buf[512];
-  while (pipe && std::fgets(buf, sizeof buf, pipe.get())) text += buf;
-  const double their_f = json_number(text, "ms"), their_b = json_number(text, "backward_ms");
+  mp::bench::write_case(file, c, full, x, &dy);
+  const std::string text =
+      mp::bench::command_output(o.python + " " + o.script + " --case " + file + " --threads " + std::to_string(threads) +
+                                " --runs " + std::to_string(o.runs) + " --backward 2>/dev/null");
+  const double their_f = mp::bench::json_number(text, "ms"), their_b = mp::bench::json_number(text, "backward_ms");
   if (their_b < 0)
     std::printf(" | torch autograd: skipped (%s)\n", text.empty() ? "no output" : text.substr(0, text.find('\n')).c_str());
   else

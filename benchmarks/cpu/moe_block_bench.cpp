@@ -34,11 +34,10 @@ using mp::index_t;
 
 namespace {
 
-using Mesh = mp::DeviceMesh<mp::Axis<"ep">>;
-using Plan = mp::plans::qwen3_moe::ep<"ep">;
-
 using mp::bench::Case;
+using mp::bench::Mesh;
 using mp::bench::model_of;
+using mp::bench::Plan;
 
 struct Options {
   bool quick = false;
@@ -66,17 +65,10 @@ double transformers_ms(const Options& o, const std::string& file, int threads, b
   const std::string cmd = o.python + " " + o.script + " --case " + file + " --threads " + std::to_string(threads) +
                           " --runs " + std::to_string(o.runs) + (bf16 ? " --dtype bf16" : "") + " --out " + out +
                           " 2>/dev/null";
-  std::unique_ptr<FILE, int (*)(FILE*)> pipe(popen(cmd.c_str(), "r"), pclose);
-  if (!pipe) return note = "could not start " + o.python, -1;
-  std::string text;
-  char buf[512];
-  while (std::fgets(buf, sizeof buf, pipe.get())) text += buf;
-  const auto at = text.find("\"ms\": ");
-  if (at == std::string::npos) {
-    note = text.empty() ? "no output from " + o.script : text.substr(0, text.find('\n'));
-    return -1;
-  }
-  return std::atof(text.c_str() + at + 6);
+  const std::string text = mp::bench::command_output(cmd);
+  const double ms = mp::bench::json_number(text, "ms");
+  if (ms < 0) note = text.empty() ? "no output from " + o.script : text.substr(0, text.find('\n'));
+  return ms;
 }
 
 template <class T>
@@ -122,18 +114,7 @@ void run_case(const Options& o, const Case& c, int threads, double peak_gflops) 
 
   // transformers on the same weights and tokens.
   const std::string file = "/tmp/meshplan_cpu_bench_case.safetensors", out = "/tmp/meshplan_cpu_bench_out.safetensors";
-  mp::SafetensorsWriter w;
-  w.add("gate.weight", full.router);
-  w.add("experts.gate_up_proj", full.gate_up);
-  w.add("experts.down_proj", full.down);
-  w.add("hidden_states", x);
-  for (auto [key, value] : {std::pair<const char*, index_t>{"hidden_size", c.hidden},
-                            {"moe_intermediate_size", c.inter},
-                            {"num_experts", c.experts},
-                            {"num_experts_per_tok", c.top_k}})
-    w.metadata(key, std::to_string(value));
-  w.metadata("norm_topk_prob", "true");
-  w.write(file);
+  mp::bench::write_case(file, c, full, x);
   std::string note;
   const double ms = transformers_ms(o, file, threads, !std::is_same_v<T, float>, out, note);
   if (ms < 0) {

@@ -13,6 +13,7 @@
 
 #include "meshplan/core/tensor.hpp"
 #include "meshplan/moe/moe_weights.hpp"
+#include "meshplan/moe/token_layout.hpp"
 #include "meshplan/placement/layout_spec.hpp"
 
 namespace moe_cases {
@@ -120,11 +121,7 @@ Comparison compare_whole(const mp::Tensor<T>& out, const mp::Tensor<T>& ref) {
 /// The rows of `x` a rank holds.
 template <class T>
 mp::Tensor<T> rows_of(const mp::Tensor<T>& x, const mp::LayoutSpec& tokens, index_t rank) {
-  const index_t H = x.dim(1);
-  std::vector<T> rows;
-  for (const auto& run : tokens.held_indices(0, rank))
-    rows.insert(rows.end(), x.data() + run.begin * H, x.data() + (run.begin + run.size) * H);
-  return mp::Tensor<T>({tokens.local_extent(0, rank), H}, std::move(rows));
+  return mp::held_rows(tokens, x, rank);
 }
 
 /// The tolerance of plans that split a sum over ranks (see moe_block_test.cpp).

@@ -23,6 +23,7 @@
 
 #include "meshplan/core/tensor.hpp"
 #include "meshplan/moe/moe_block.hpp"
+#include "meshplan/moe/token_layout.hpp"
 #include "meshplan/placement/layout_spec.hpp"
 
 namespace meshplan {
@@ -49,14 +50,6 @@ struct HostForward {
   }
 };
 
-/// The global token index of each row a rank holds, in row order.
-inline std::vector<index_t> held_tokens(const LayoutSpec& tokens, index_t rank) {
-  std::vector<index_t> rows;
-  for (const auto& run : tokens.held_indices(0, rank))
-    for (index_t t = run.begin; t < run.begin + run.size; ++t) rows.push_back(t);
-  return rows;
-}
-
 /// Runs `make_block(rank)`'s forward on every rank of `world` (ThreadWorld, CudaLocalWorld)
 /// with the rows of x [tokens, hidden] that `tokens` gives the rank, and puts the ranks'
 /// results together. `forward(block, comm, rows)` returns the block's output on the host
@@ -81,10 +74,7 @@ MoEBatchResult<T> run_moe_batch(World& world, const LayoutSpec& tokens, const Te
     RankResult& mine = results[static_cast<std::size_t>(r)];
     auto block = make_block(r);
     mine.rows = held_tokens(tokens, r);
-    std::vector<T> in;
-    in.reserve(mine.rows.size() * static_cast<std::size_t>(H));
-    for (index_t t : mine.rows) in.insert(in.end(), x.data() + t * H, x.data() + (t + 1) * H);
-    const Tensor<T> rows({static_cast<index_t>(mine.rows.size()), H}, std::move(in));
+    const Tensor<T> rows = held_rows(tokens, x, r);
     const auto start = std::chrono::steady_clock::now();
     auto result = forward(block, comm, rows);
     mine.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
