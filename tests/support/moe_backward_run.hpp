@@ -60,12 +60,12 @@ struct BackwardRun {
   std::vector<std::size_t> bytes_kept;
 };
 
-/// Forward and backward of Block on every rank; compares with `ref` (the single-rank
-/// reference's gradients for the whole batch).
-template <class Block, class T>
-BackwardRun run_backward(const mp::ModelSpec& model, const auto& mesh,
-                         std::span<const mp::EntrySpec> plan, const mp::MoEWeights<T>& w, const mp::Tensor<T>& x,
-                         const mp::Tensor<float>& dy, const mp::MoEGradients& ref, mp::Training training) {
+/// Forward and backward of the block make_block(rank) gives on every rank; compares with
+/// `ref` (the single-rank reference's gradients for the whole batch).
+template <class T, class MakeBlock>
+BackwardRun run_backward_of(MakeBlock&& make_block, const mp::ModelSpec& model, const auto& mesh,
+                            std::span<const mp::EntrySpec> plan, const mp::MoEWeights<T>& w, const mp::Tensor<T>& x,
+                            const mp::Tensor<float>& dy, const mp::MoEGradients& ref, mp::Training training) {
   const mp::MeshSpec spec(mesh);
   const index_t tokens = x.dim(0);
   const mp::LayoutSpec layout = mp::moe_token_layout(model, spec, plan, tokens);
@@ -77,7 +77,7 @@ BackwardRun run_backward(const mp::ModelSpec& model, const auto& mesh,
   mp::ThreadWorld world(spec.size());
   world.run([&](mp::ThreadComm& comm) {
     const index_t r = comm.rank();
-    Block block(model, mesh, r, w);
+    auto block = make_block(r);
     block.set_training(training);
     auto f = block.forward(comm, rows_of(x, layout, r));
     out.bytes_kept[static_cast<std::size_t>(r)] = f.state.bytes_kept();
@@ -99,6 +99,15 @@ BackwardRun run_backward(const mp::ModelSpec& model, const auto& mesh,
     out.params.add(g.shared_down.span(), want.shared_down.span());
   }
   return out;
+}
+
+/// The same with Block(model, mesh, rank, w) on every rank.
+template <class Block, class T>
+BackwardRun run_backward(const mp::ModelSpec& model, const auto& mesh, std::span<const mp::EntrySpec> plan,
+                         const mp::MoEWeights<T>& w, const mp::Tensor<T>& x, const mp::Tensor<float>& dy,
+                         const mp::MoEGradients& ref, mp::Training training) {
+  return run_backward_of([&](index_t r) { return Block(model, mesh, r, w); }, model, mesh, plan, w, x, dy, ref,
+                         training);
 }
 
 }  // namespace moe_cases

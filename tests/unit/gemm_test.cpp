@@ -1,6 +1,7 @@
 // The fast CPU kernels against the defined order, bit for bit: gemm and gemm_batch on odd
-// shapes, float and bf16, through row indices, on 1 to 3 threads and every instruction-set
-// path this machine runs; exp_fixed against std::exp; silu_mul identical on every path;
+// shapes, float and bf16, through row indices or read transposed, on 1 to 3 threads and
+// every instruction-set path this machine runs; repacking into a kept allocation; exp_fixed
+// against std::exp; silu_mul and the SwiGLU's backward identical on every path;
 // the thread pool; the choice of path (MESHPLAN_CPU_ISA).
 #include <catch2/catch.hpp>
 
@@ -21,6 +22,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <type_traits>
 #include <vector>
 
@@ -403,6 +405,75 @@ TEST_CASE("cpu kernels: gemm reads rows through an index of (token, slot) pairs"
   }
 }
 
+TEST_CASE("cpu kernels: gemm reads A transposed in place, and continues chains with accumulate", "[cpu][gemm]") {
+  // A [m, k] is the transpose of g [k, ldg] (columns [0, m) of it), as the weight gradients
+  // read their output gradients: the same bits as from an explicit transposed copy.
+  for (auto [m, k, n] : {std::tuple<index_t, index_t, index_t>{1, 1, 1}, {13, 5, 33}, {40, 300, 70}, {130, 17, 3}}) {
+    const index_t ldg = m + 5;
+    std::vector<float> g = random_values<float>(static_cast<std::size_t>(k * ldg), 41);
+    std::vector<float> b = random_values<float>(static_cast<std::size_t>(n * k), 42);
+    std::vector<float> start = random_values<float>(static_cast<std::size_t>(m * n), 43);
+    std::vector<float> a(static_cast<std::size_t>(m * k));
+    for (index_t i = 0; i < m; ++i)
+      for (index_t kk = 0; kk < k; ++kk) a[i * k + kk] = g[kk * ldg + i];
+    const cpu::PackedMatrix<float> packed = cpu::PackedMatrix<float>::pack(b.data(), n, k);
+    const std::vector<float> expected = reference(cpu::RowSource<float>{a.data(), k}, m, b, n, k);
+    // With accumulate, each chain starts from what c holds: the defined order from `start`.
+    std::vector<float> continued(start);
+    for (index_t i = 0; i < m; ++i)
+      for (index_t j = 0; j < n; ++j)
+        for (index_t kk = 0; kk < k; ++kk)
+          continued[i * n + j] = std::fmaf(a[i * k + kk], b[j * k + kk], continued[i * n + j]);
+    for (cpu::Isa isa : cpu::runnable_isas())
+      for (cpu::ThreadPool* pool : pools()) {
+        INFO("m " << m << ", k " << k << ", n " << n << ", isa " << cpu::to_string(isa) << ", threads "
+                  << pool->size());
+        const auto source = cpu::RowSource<float>::transposed(g.data(), ldg);
+        std::vector<float> c(static_cast<std::size_t>(m * n), -1.0f);
+        cpu::gemm(cpu::GemmTask<float>{source, m, &packed, c.data(), n}, *pool, isa);
+        CHECK(same_bits(c, n, expected, m, n, 0.0f));
+        std::vector<float> acc(start);
+        cpu::gemm(cpu::GemmTask<float>{source, m, &packed, acc.data(), n, true}, *pool, isa);
+        CHECK(same_bits(acc, n, continued, m, n, 0.0f));
+      }
+  }
+  // A transposed source whose rows would overlap is refused.
+  cpu::ThreadPool pool(1);
+  std::vector<float> g(64), c(64);
+  const cpu::PackedMatrix<float> packed = cpu::PackedMatrix<float>::pack(g.data(), 2, 4);
+  CHECK_THROWS_WITH(cpu::gemm(cpu::GemmTask<float>{cpu::RowSource<float>::transposed(g.data(), 3), 8, &packed,
+                                                   c.data(), 2},
+                              pool),
+                    Catch::Contains("[gemm_shape]") && Catch::Contains("element step 3"));
+}
+
+TEST_CASE("cpu kernels: a repacked matrix equals a fresh packing, reusing its memory", "[cpu][gemm]") {
+  // Rows gathered through a pointer per row, bf16 widened; smaller then larger than before,
+  // and from a moved-from matrix.
+  std::vector<bfloat16> src = random_values<bfloat16>(40 * 70, 44);
+  auto row = [&](index_t i) { return src.data() + (39 - i) * 70; };  // rows in reverse
+  auto same = [](const cpu::PackedMatrix<float>& x, const cpu::PackedMatrix<float>& y) {
+    return x.rows() == y.rows() && x.cols() == y.cols() && x.bytes() == y.bytes() &&
+           std::memcmp(x.panel(0), y.panel(0), x.bytes()) == 0;
+  };
+  cpu::PackedMatrix<float> m;
+  cpu::ThreadPool pool(2);
+  for (auto [k, n] : {std::pair<index_t, index_t>{40, 70}, {3, 33}, {40, 64}, {17, 70}}) {
+    INFO("k " << k << ", n " << n);
+    std::vector<bfloat16> rows;
+    for (index_t i = 0; i < k; ++i) rows.insert(rows.end(), row(i), row(i) + n);
+    const auto fresh = cpu::PackedMatrix<float>::pack_transposed(rows.data(), k, n, n);
+    m.assign_transposed(row, k, n, k % 2 ? &pool : nullptr);
+    CHECK(same(m, fresh));
+  }
+  const cpu::PackedMatrix<float> taken = std::move(m);
+  m.assign_transposed(row, 5, 40);  // NOLINT(bugprone-use-after-move): a moved-from matrix repacks
+  std::vector<bfloat16> rows;
+  for (index_t i = 0; i < 5; ++i) rows.insert(rows.end(), row(i), row(i) + 40);
+  CHECK(same(m, cpu::PackedMatrix<float>::pack_transposed(rows.data(), 5, 40, 40)));
+  CHECK(taken.rows() == 70);
+}
+
 TEST_CASE("cpu kernels: gemm with the default path equals the explicit active path", "[cpu][gemm]") {
   const index_t m = 19, n = 40, k = 70;
   std::vector<float> a = random_values<float>(static_cast<std::size_t>(m * k), 5);
@@ -655,6 +726,39 @@ void check_silu_mul_paths() {
   }
 }
 }  // namespace
+
+TEST_CASE("cpu kernels: the SwiGLU's backward gives the scalar expressions' bits on every path", "[cpu][gemm]") {
+  std::vector<float> values = special_inputs();
+  for (float big : {60.0f, -60.0f, 87.5f, -87.5f, 88.8f, -88.8f, 104.0f, -104.0f, 1e6f, -1e6f}) values.push_back(big);
+  std::mt19937 rng(9);
+  std::normal_distribution<float> normal(0.0f, 3.0f);
+  for (index_t inter : {1, 7, 8, 16, 17, 33, 100}) {
+    const index_t rows = 5;
+    std::vector<float> gate_up(static_cast<std::size_t>(rows * 2 * inter)), da(static_cast<std::size_t>(rows * inter));
+    for (std::size_t i = 0; i < gate_up.size(); ++i)
+      gate_up[i] = i % 5 == 0 ? values[(i / 5) % values.size()] : normal(rng);
+    for (float& d : da) d = normal(rng);
+    std::vector<float> expected(gate_up.size());
+    for (index_t r = 0; r < rows; ++r)
+      for (index_t i = 0; i < inter; ++i) {
+        const float g = gate_up[r * 2 * inter + i], u = gate_up[r * 2 * inter + inter + i], d = da[r * inter + i];
+        expected[r * 2 * inter + i] = d * u * cpu::silu_grad_fixed(g);
+        expected[r * 2 * inter + inter + i] = d * cpu::silu_fixed(g);
+      }
+    for (cpu::Isa isa : cpu::runnable_isas()) {
+      std::vector<float> got(expected.size(), -9.0f);
+      cpu::swiglu_grad(gate_up.data(), da.data(), rows, inter, got.data(), isa);
+      INFO("isa " << cpu::to_string(isa) << ", inter " << inter);
+      CHECK(std::memcmp(got.data(), expected.data(), got.size() * sizeof(float)) == 0);
+    }
+  }
+  // silu' against its closed form in double.
+  for (float g : {-8.0f, -1.0f, -0.25f, 0.0f, 0.3f, 1.0f, 4.0f, 12.0f}) {
+    const double s = 1.0 / (1.0 + std::exp(-static_cast<double>(g)));
+    INFO("g = " << g);
+    CHECK(cpu::silu_grad_fixed(g) == Approx(s * (1.0 + g * (1.0 - s))).epsilon(1e-6).margin(1e-7));
+  }
+}
 
 TEST_CASE("cpu kernels: silu_mul gives identical bits on every path, float and bf16", "[cpu][gemm]") {
   check_silu_mul_paths<float>();

@@ -15,19 +15,19 @@
 
 #include "meshplan/core/bfloat16.hpp"
 #include "meshplan/core/size.hpp"
+#include "meshplan/cpu/fast_math.hpp"
 #include "meshplan/cpu/gemm.hpp"
+#include "meshplan/cpu/isa.hpp"
 #include "meshplan/cpu/linear.hpp"
 #include "meshplan/cpu/packed_matrix.hpp"
 #include "meshplan/cpu/thread_pool.hpp"
 #include "meshplan/model/model_spec.hpp"
+#include "meshplan/model/routing.hpp"
 
 namespace meshplan::cpu {
 
-/// d silu(g) / dg = sigma(g) (1 + g (1 - sigma(g))).
-inline float silu_grad(float g) noexcept {
-  const float sigma = 1.0f / (1.0f + std::exp(-g));
-  return sigma * (1.0f + g * (1.0f - sigma));
-}
+/// d silu(g) / dg, on exp_fixed (cpu/fast_math.hpp): the bits of every vector path.
+inline float silu_grad(float g) noexcept { return silu_grad_fixed(g); }
 
 /// One token's logit gradient from the gradients of its k routing weights: `scores` are
 /// the router's scores (cpu::router_scores), `ids` and `w` the token's routing.
@@ -66,20 +66,57 @@ inline void router_backward_row(const ModelSpec& model, std::span<const float> s
   }
 }
 
-/// The SwiGLU's backward on rows: from the fp32 pre-activations gate_up [rows, 2I] (gate
-/// columns first) and the activation's gradient da [rows, I], dgate_up [rows, 2I] with
-/// dg = da u silu'(g) and du = da silu(g), the reference's expressions.
-inline void swiglu_backward_rows(const float* gate_up, const float* da, index_t rows, index_t inter, float* dgate_up) {
-  for (index_t r = 0; r < rows; ++r) {
-    const float* g = gate_up + r * 2 * inter;
-    const float* u = g + inter;
-    const float* d = da + r * inter;
-    float* dg = dgate_up + r * 2 * inter;
-    float* du = dg + inter;
-    for (index_t i = 0; i < inter; ++i) {
-      dg[i] = d[i] * u[i] * silu_grad(g[i]);
-      du[i] = d[i] * silu(g[i]);
+namespace backward_detail {
+// The routing weights' gradients of one token: dw[s] = one fma chain over h of
+// y_s[h] dy[h], for its k slots (rows y_s). The k chains run side by side (up to 8 at a
+// time) so that the processor overlaps their latencies; each stays one chain in h order.
+template <class Row>
+inline void slot_dots(const Row* const* y, index_t k, const float* dy, index_t hidden, float* dw) {
+  constexpr index_t lanes = 8;
+  for (index_t s0 = 0; s0 < k; s0 += lanes) {
+    const index_t n = std::min(lanes, k - s0);
+    float acc[lanes] = {};
+    for (index_t h = 0; h < hidden; ++h)
+      for (index_t s = 0; s < n; ++s) acc[s] = std::fma(to_float(y[s0 + s][h]), dy[h], acc[s]);
+    for (index_t s = 0; s < n; ++s) dw[s0 + s] = acc[s];
+  }
+}
+#if defined(__x86_64__)
+// The same chains with the fma instruction inlined (std::fma is a library call where the
+// baseline target has no fma); fma is exact either way, so the bits are the same.
+template <class Row>
+__attribute__((target("fma"))) void slot_dots_fma(const Row* const* y, index_t k, const float* dy, index_t hidden,
+                                                  float* dw) {
+  slot_dots(y, k, dy, hidden, dw);
+}
+#endif
+}  // namespace backward_detail
+
+/// The combine's backward for tokens [t0, t1): for each pair (t, s) at sorted position
+/// i = inverse[t k + s], the row gradient rows[i] = w[t, s] dy[t] and the routing weight's
+/// gradient dw[t k + s] = <y[i], dy[t]>, one chain over h.
+template <class Row>
+void combine_backward_tokens(const Routing& routing, const Row* y, std::span<const std::int32_t> inverse,
+                             const float* dy, index_t hidden, float* rows, float* dw, index_t t0, index_t t1, Isa isa) {
+  const index_t k = routing.top_k;
+  std::vector<const Row*> slot_rows(static_cast<std::size_t>(k));
+  for (index_t t = t0; t < t1; ++t) {
+    const float* g = dy + t * hidden;
+    for (index_t s = 0; s < k; ++s) {
+      const index_t i = inverse[static_cast<std::size_t>(t * k + s)];
+      const float w = routing.weight(t, s);
+      float* out = rows + i * hidden;
+      for (index_t h = 0; h < hidden; ++h) out[h] = w * g[h];
+      slot_rows[static_cast<std::size_t>(s)] = y + i * hidden;
     }
+#if defined(__x86_64__)
+    if (isa != Isa::portable) {
+      backward_detail::slot_dots_fma(slot_rows.data(), k, g, hidden, dw + t * k);
+      continue;
+    }
+#endif
+    (void)isa;
+    backward_detail::slot_dots(slot_rows.data(), k, g, hidden, dw + t * k);
   }
 }
 
@@ -103,36 +140,29 @@ struct OuterTerm {
   float* c = nullptr;
 };
 
-/// dst [cols, rows] = src [rows, cols]^T (src's leading dimension ld), in 32 x 32 tiles so
-/// that both sides stay in cache.
-inline void transpose(const float* src, index_t rows, index_t cols, index_t ld, float* dst) {
-  constexpr index_t tile = 32;
-  for (index_t r0 = 0; r0 < rows; r0 += tile)
-    for (index_t c0 = 0; c0 < cols; c0 += tile)
-      for (index_t c = c0; c < std::min(cols, c0 + tile); ++c)
-        for (index_t r = r0; r < std::min(rows, r0 + tile); ++r) dst[c * rows + r] = src[r * ld + c];
-}
-
-/// Runs the terms as one batch of products on the pool: g is transposed and x packed
-/// transposed (one term per thread at a time), so that each product is cpu/gemm.hpp's
-/// c += a b^T with K = the rows.
+/// Runs the terms as one batch of products on the pool, each cpu/gemm.hpp's c += a b^T
+/// with K = the rows: a is g read transposed in place (RowSource::transposed), b is x's
+/// rows packed as the transpose (one term per thread at a time, or one term over all the
+/// threads). `packs` holds the packings from one call to the next: fresh ones would fault
+/// their pages in at every step.
 template <StorageType X>
-void accumulate_outer(std::span<const OuterTerm<X>> terms, ThreadPool& pool, Isa isa) {
-  std::vector<std::vector<float>> gt(terms.size());
-  std::vector<PackedMatrix<float>> xt(terms.size());
-  pool.parallel_for(static_cast<index_t>(terms.size()), [&](index_t i) {
-    const OuterTerm<X>& t = terms[static_cast<std::size_t>(i)];
-    if (t.n == 0 || t.p == 0 || t.q == 0) return;
-    std::vector<float>& g = gt[static_cast<std::size_t>(i)];
-    g.resize(static_cast<std::size_t>(t.p * t.n));
-    transpose(t.g, t.n, t.p, t.ldg, g.data());
-    std::vector<X> rows(static_cast<std::size_t>(t.n * t.q));
-    for (index_t r = 0; r < t.n; ++r) std::copy_n(t.x.row(r), t.q, rows.data() + r * t.q);
-    xt[static_cast<std::size_t>(i)] = PackedMatrix<float>::pack_transposed(rows.data(), t.n, t.q, t.q);
-  });
+void accumulate_outer(std::span<const OuterTerm<X>> terms, ThreadPool& pool, Isa isa,
+                      std::vector<PackedMatrix<float>>& packs) {
+  if (packs.size() < terms.size()) packs.resize(terms.size());
+  auto empty = [](const OuterTerm<X>& t) { return t.n == 0 || t.p == 0 || t.q == 0; };
+  auto pack = [&](std::size_t i, ThreadPool* panels_on) {
+    const OuterTerm<X>& t = terms[i];
+    if (!empty(t)) packs[i].assign_transposed([&](index_t r) { return t.x.row(r); }, t.n, t.q, panels_on);
+  };
+  if (static_cast<index_t>(terms.size()) < pool.size())
+    for (std::size_t i = 0; i < terms.size(); ++i) pack(i, &pool);
+  else
+    pool.parallel_for(static_cast<index_t>(terms.size()), [&](index_t i) { pack(static_cast<std::size_t>(i), nullptr); });
   std::vector<GemmTask<float>> tasks;
   for (std::size_t i = 0; i < terms.size(); ++i)
-    if (!gt[i].empty()) tasks.push_back({{gt[i].data(), terms[i].n}, terms[i].p, &xt[i], terms[i].c, terms[i].q, true});
+    if (!empty(terms[i]))
+      tasks.push_back({RowSource<float>::transposed(terms[i].g, terms[i].ldg), terms[i].p, &packs[i], terms[i].c,
+                       terms[i].q, true});
   gemm_batch<float>(tasks, pool, isa);
 }
 

@@ -97,7 +97,32 @@ inline float exp_fixed(float x) noexcept {
 /// silu(g) = g / (1 + e^-g) with exp_fixed; the division is IEEE, so every path agrees.
 inline float silu_fixed(float g) noexcept { return g / (1.0f + exp_fixed(-g)); }
 
+/// silu'(g) = sigma (1 + g (1 - sigma)) with sigma = 1 / (1 + e^-g) on exp_fixed; the
+/// multiply-add is an explicit fma, so every path agrees.
+inline float silu_grad_fixed(float g) noexcept {
+  const float sigma = 1.0f / (1.0f + exp_fixed(-g));
+  return sigma * std::fma(g, 1.0f - sigma, 1.0f);
+}
+
 namespace fast_math_detail {
+
+// The SwiGLU's backward on rows r < rows, columns [first_column, inter): from the
+// pre-activations g, u (gate_up [rows, 2I], gate columns first) and the activation's
+// gradient da [rows, I], dg = (da u) silu'(g) and du = da silu(g) into dgate_up [rows, 2I].
+inline void swiglu_grad_rows_portable(const float* gate_up, const float* da, index_t rows, index_t inter,
+                                      float* dgate_up, index_t first_column) {
+  for (index_t r = 0; r < rows; ++r) {
+    const float* g = gate_up + r * 2 * inter;
+    const float* u = g + inter;
+    const float* d = da + r * inter;
+    float* dg = dgate_up + r * 2 * inter;
+    float* du = dg + inter;
+    for (index_t i = first_column; i < inter; ++i) {
+      dg[i] = d[i] * u[i] * silu_grad_fixed(g[i]);
+      du[i] = d[i] * silu_fixed(g[i]);
+    }
+  }
+}
 
 template <StorageType T>
 void silu_mul_rows_portable(const float* gate_up, index_t rows, index_t inter, index_t ld, T* act, index_t ld_act,
@@ -239,6 +264,52 @@ MESHPLAN_FAST_MATH_AVX512 void silu_mul_avx512(const float* gate_up, index_t row
   }
 }
 
+// silu_grad_fixed and silu_fixed share e^-g: the same operations as the scalar functions.
+MESHPLAN_FAST_MATH_AVX512 inline void swiglu_grad_avx512(const float* gate_up, const float* da, index_t rows,
+                                                         index_t inter, float* dgate_up) {
+  const __m512 one = _mm512_set1_ps(1.0f);
+  const __m512 sign = _mm512_set1_ps(-0.0f);
+  for (index_t r = 0; r < rows; ++r) {
+    const float* gate = gate_up + r * 2 * inter;
+    const float* d = da + r * inter;
+    float* dg = dgate_up + r * 2 * inter;
+    for (index_t i = 0; i < inter; i += 16) {
+      const __mmask16 mask = inter - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (inter - i)) - 1);
+      const __m512 g = _mm512_maskz_loadu_ps(mask, gate + i);
+      const __m512 u = _mm512_maskz_loadu_ps(mask, gate + inter + i);
+      const __m512 di = _mm512_maskz_loadu_ps(mask, d + i);
+      const __m512 den = _mm512_add_ps(one, exp_fixed_avx512(_mm512_xor_ps(g, sign)));
+      const __m512 sigma = _mm512_div_ps(one, den);
+      const __m512 grad = _mm512_mul_ps(sigma, _mm512_fmadd_ps(g, _mm512_sub_ps(one, sigma), one));
+      _mm512_mask_storeu_ps(dg + i, mask, _mm512_mul_ps(_mm512_mul_ps(di, u), grad));
+      _mm512_mask_storeu_ps(dg + inter + i, mask, _mm512_mul_ps(di, _mm512_div_ps(g, den)));
+    }
+  }
+}
+
+MESHPLAN_FAST_MATH_AVX2 inline void swiglu_grad_avx2(const float* gate_up, const float* da, index_t rows,
+                                                     index_t inter, float* dgate_up) {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  const index_t whole = inter / 8 * 8;
+  for (index_t r = 0; r < rows; ++r) {
+    const float* gate = gate_up + r * 2 * inter;
+    const float* d = da + r * inter;
+    float* dg = dgate_up + r * 2 * inter;
+    for (index_t i = 0; i < whole; i += 8) {
+      const __m256 g = _mm256_loadu_ps(gate + i);
+      const __m256 u = _mm256_loadu_ps(gate + inter + i);
+      const __m256 di = _mm256_loadu_ps(d + i);
+      const __m256 den = _mm256_add_ps(one, exp_fixed_avx2(_mm256_xor_ps(g, sign)));
+      const __m256 sigma = _mm256_div_ps(one, den);
+      const __m256 grad = _mm256_mul_ps(sigma, _mm256_fmadd_ps(g, _mm256_sub_ps(one, sigma), one));
+      _mm256_storeu_ps(dg + i, _mm256_mul_ps(_mm256_mul_ps(di, u), grad));
+      _mm256_storeu_ps(dg + inter + i, _mm256_mul_ps(di, _mm256_div_ps(g, den)));
+    }
+  }
+  if (whole < inter) swiglu_grad_rows_portable(gate_up, da, rows, inter, dgate_up, whole);
+}
+
 template <StorageType T>
 MESHPLAN_FAST_MATH_AVX2 void silu_mul_avx2(const float* gate_up, index_t rows, index_t inter, index_t ld, T* act,
                                            index_t ld_act) {
@@ -277,6 +348,22 @@ inline void exp_fixed(const float* x, index_t n, float* y, Isa isa = active_isa(
   enforce(isa_runnable(isa) ? Message{}
                             : Message::rule("cpu_isa") << "the " << to_string(isa) << " path cannot run on this CPU");
   for (index_t i = 0; i < n; ++i) y[i] = exp_fixed(x[i]);
+}
+
+/// The SwiGLU's backward: dgate_up[r] = [dg, du] with dg[i] = (da[r][i] u) silu'(g) and
+/// du[i] = da[r][i] silu(g), g and u from gate_up [rows, 2I] (gate columns first), da
+/// [rows, I]. The same bits on every path.
+inline void swiglu_grad(const float* gate_up, const float* da, index_t rows, index_t inter, float* dgate_up,
+                        Isa isa = active_isa()) {
+  namespace d = fast_math_detail;
+  if (rows <= 0 || inter <= 0) return;
+#if defined(__x86_64__)
+  if (isa == Isa::avx512 && isa_runnable(isa)) return d::swiglu_grad_avx512(gate_up, da, rows, inter, dgate_up);
+  if (isa == Isa::avx2 && isa_runnable(isa)) return d::swiglu_grad_avx2(gate_up, da, rows, inter, dgate_up);
+#endif
+  enforce(isa_runnable(isa) ? Message{}
+                            : Message::rule("cpu_isa") << "the " << to_string(isa) << " path cannot run on this CPU");
+  d::swiglu_grad_rows_portable(gate_up, da, rows, inter, dgate_up, 0);
 }
 
 /// act[r][i] = from_float<T>(silu_fixed(g) * u) with g = gate_up[r * ld + i] and

@@ -54,20 +54,25 @@
 
 namespace meshplan::cpu {
 
-/// Where row i of A lives: row r = i (or index[i] / index_div) starts at base + r * ld.
-/// With an index, rows are read through a permutation of (token, slot) pairs: index[i] is a
-/// pair, index_div the slots per token.
+/// Where row i of A lives: row r = i (or index[i] / index_div) starts at base + r * ld, and
+/// its element k is at row(i)[k * step]. With an index, rows are read through a permutation
+/// of (token, slot) pairs: index[i] is a pair, index_div the slots per token. With ld = 1
+/// and step = the matrix's leading dimension, A is the transpose of a row-major matrix (the
+/// backward's weight gradients read their output gradients that way, without a copy).
 template <StorageType X>
 struct RowSource {
   const X* base = nullptr;
   index_t ld = 0;
   const std::int32_t* index = nullptr;
   index_t index_div = 1;
+  index_t step = 1;
 
   const X* row(index_t i) const noexcept {
     index_t r = index != nullptr ? static_cast<index_t>(index[i]) / index_div : i;
     return base + r * ld;
   }
+  /// A [rows, cols] as the transpose of m [cols, rows] (leading dimension ld_m).
+  static RowSource transposed(const X* m, index_t ld_m) noexcept { return {m, 1, nullptr, 1, ld_m}; }
 };
 
 /// One product: c [m, N] (leading dimension ldc) = a [m, K] b^T, b packed [N, K]. With
@@ -309,8 +314,27 @@ MESHPLAN_TARGET_AVX2 void widen_row_avx2(const X* src, index_t count, float* dst
 }
 #endif
 
+// A transposed source (step > 1): its rows are columns of a row-major matrix, so the
+// block is read k by k, each k a contiguous run across the tile's rows, and written down
+// the packed rows; the tile's written lines (one per row) stay in L1 between steps.
+template <StorageType X>
+void pack_a_strided(const RowSource<X>& a, index_t row0, index_t rows, index_t k0, index_t kc, float* out) {
+  if (a.index == nullptr && a.ld == 1) {
+    for (index_t k = 0; k < kc; ++k) {
+      const X* src = a.base + (k0 + k) * a.step + row0;
+      for (index_t i = 0; i < rows; ++i) out[i * a_stride + k] = to_float(src[i]);
+    }
+    return;
+  }
+  for (index_t i = 0; i < rows; ++i) {
+    const X* src = a.row(row0 + i);
+    for (index_t k = 0; k < kc; ++k) out[i * a_stride + k] = to_float(src[(k0 + k) * a.step]);
+  }
+}
+
 template <Isa I, StorageType X>
 void pack_a(const RowSource<X>& a, index_t row0, index_t rows, index_t k0, index_t kc, float* out) {
+  if (a.step != 1) return pack_a_strided(a, row0, rows, k0, kc, out);
   for (index_t i = 0; i < rows; ++i) {
     const X* src = a.row(row0 + i) + k0;
     float* dst = out + i * a_stride;
@@ -467,9 +491,11 @@ Message check_task(const GemmTask<X>& t, std::size_t which) {
   if (t.c == nullptr || t.ldc < t.b->rows())
     return m << "task " << static_cast<index_t>(which) << ": c needs a leading dimension of at least " << t.b->rows()
              << ", not " << t.ldc;
-  if (t.b->cols() > 0 && (t.a.base == nullptr || (t.a.index == nullptr && t.a.ld < t.b->cols()) || t.a.index_div < 1))
+  const bool rows_fit = t.a.index != nullptr || (t.a.step == 1 ? t.a.ld >= t.b->cols() : t.a.step >= t.m * t.a.ld);
+  if (t.b->cols() > 0 && (t.a.base == nullptr || !rows_fit || t.a.index_div < 1 || t.a.step < 1))
     return m << "task " << static_cast<index_t>(which) << ": rows of a need " << t.b->cols()
-             << " elements (leading dimension " << t.a.ld << ", index divisor " << t.a.index_div << ")";
+             << " elements (leading dimension " << t.a.ld << ", element step " << t.a.step << ", index divisor "
+             << t.a.index_div << ")";
   return {};
 }
 

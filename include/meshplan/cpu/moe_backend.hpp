@@ -251,20 +251,8 @@ class CpuBackend {
     const index_t tokens = r.routing.tokens, k = r.routing.top_k, H = dy.dim(1);
     Tensor<float> rows({tokens * k, H}), dw({tokens, k});
     for_chunks(c, tokens, [&](index_t t0, index_t t1) {
-      for (index_t t = t0; t < t1; ++t)
-        for (index_t s = 0; s < k; ++s) {
-          const index_t i = r.inverse[static_cast<std::size_t>(t * k + s)];
-          const float w = r.routing.weight(t, s);
-          const float* g = dy.data() + t * H;
-          const Row* yi = y.data() + i * H;
-          float* out = rows.data() + i * H;
-          float d = 0.0f;
-          for (index_t h = 0; h < H; ++h) {
-            d = std::fma(to_float(yi[h]), g[h], d);
-            out[h] = w * g[h];
-          }
-          dw[t * k + s] = d;
-        }
+      cpu::combine_backward_tokens<Row>(r.routing, y.data(), r.inverse, dy.data(), H, rows.data(), dw.data(), t0, t1,
+                                        c.isa);
     });
     return {std::move(rows), std::move(dw)};
   }
@@ -299,12 +287,12 @@ class CpuBackend {
   /// dx = dgate_up gate_up, each a chain in the reference's order. `shared`: the shared
   /// experts' weights instead of the local experts'.
   MlpBackward mlp_backward(Context& c, const Tensor<float>& dout, std::span<const index_t> offsets,
-                           const Activations& a, const Weights& w, bool shared) const {
+                           const Activations& a, const Weights& w, bool shared) {
     using Packs = std::span<const cpu::PackedMatrix<float>>;
     const Packs gate_up_t = shared ? Packs(&w.shared_gate_up_t, 1) : Packs(w.gate_up_t);
     const Packs down_t = shared ? Packs(&w.shared_down_t, 1) : Packs(w.down_t);
     const index_t N = offsets.back(), H = dout.dim(1), I = down_t.empty() ? 0 : down_t.front().rows();
-    std::vector<float> da(static_cast<std::size_t>(N * I));
+    std::vector<float>& da = grow(da_, N * I);
     std::vector<cpu::GemmTask<float>> tasks;
     for (std::size_t j = 0; j + 1 < offsets.size(); ++j)
       tasks.push_back({{dout.data() + offsets[j] * H, H}, offsets[j + 1] - offsets[j], &down_t[j],
@@ -312,8 +300,8 @@ class CpuBackend {
     cpu::gemm_batch<float>(tasks, *c.pool, c.isa);
     MlpBackward b{Tensor<float>({N, H}), std::vector<float>(static_cast<std::size_t>(N * 2 * I))};
     for_chunks(c, N, [&](index_t r0, index_t r1) {
-      cpu::swiglu_backward_rows(a.gate_up.data() + r0 * 2 * I, da.data() + r0 * I, r1 - r0, I,
-                                b.dgate_up.data() + r0 * 2 * I);
+      cpu::swiglu_grad(a.gate_up.data() + r0 * 2 * I, da.data() + r0 * I, r1 - r0, I, b.dgate_up.data() + r0 * 2 * I,
+                       c.isa);
     });
     tasks.clear();
     for (std::size_t j = 0; j + 1 < offsets.size(); ++j)
@@ -328,7 +316,7 @@ class CpuBackend {
   /// are `rows` (grouped), or x's read through the routing when `rows` is empty.
   void mlp_weight_grads(Context& c, const Tensor<T>& x, const Routed* through, const Activations& a,
                         const Tensor<float>& dout, const MlpBackward& b, std::span<const index_t> first,
-                        std::span<const index_t> count, float* dgate_up, float* ddown) const {
+                        std::span<const index_t> count, float* dgate_up, float* ddown) {
     const index_t H = dout.dim(1), groups = static_cast<index_t>(first.size());
     const index_t N = dout.dim(0), I = N > 0 ? static_cast<index_t>(a.act.size()) / N : 0;
     cpu::RowSource<T> rows{a.rows.numel() > 0 ? a.rows.data() : x.data(), H};
@@ -341,15 +329,15 @@ class CpuBackend {
       terms.push_back({dout.data() + r0 * H, H, cpu::RowSource<T>{a.act.data() + r0 * I, I}, n, H, I,
                        ddown + j * H * I});
     }
-    cpu::accumulate_outer<T>(terms, *c.pool, c.isa);
+    cpu::accumulate_outer<T>(terms, *c.pool, c.isa, outer_packs_);
   }
 
   /// Adds rows [first, +count) of dlogits^T x to the router's gradient [E, H].
   void router_weight_grad(Context& c, const Tensor<T>& x, const Tensor<float>& dlogits, index_t first, index_t count,
-                          float* drouter) const {
+                          float* drouter) {
     const index_t H = x.dim(1), E = dlogits.dim(1);
     const cpu::OuterTerm<T> term{dlogits.data() + first * E, E, {x.data() + first * H, H}, count, E, H, drouter};
-    cpu::accumulate_outer<T>(std::span(&term, 1), *c.pool, c.isa);
+    cpu::accumulate_outer<T>(std::span(&term, 1), *c.pool, c.isa, outer_packs_);
   }
 
   /// The input gradient of each token from its slots' row gradients (sorted order), summed
@@ -441,8 +429,9 @@ class CpuBackend {
 
   std::unique_ptr<cpu::ThreadPool> pool_;
   cpu::Isa isa_ = cpu::active_isa();
-  std::vector<float> gate_up_, down_out_;
+  std::vector<float> gate_up_, down_out_, da_;
   std::vector<T> act_;
+  std::vector<cpu::PackedMatrix<float>> outer_packs_;  // the weight gradients' packed rows (cpu::accumulate_outer)
 };
 
 }  // namespace meshplan

@@ -74,24 +74,34 @@ class PackedMatrix {
                 ? Message{}
                 : Message::rule("gemm_shape") << "cannot pack the transpose of a matrix of shape [" << k << ", " << n
                                               << "] with leading dimension " << ld);
-    PackedMatrix m = allocate(n, k);
+    PackedMatrix m;
+    m.assign_transposed([&](index_t i) { return b + i * ld; }, k, n, pool);
+    return m;
+  }
+
+  /// Repacks this matrix as the transpose of k rows of n elements each, row i at
+  /// row_of(i) (a pointer to a StorageType): the rows may be gathered from anywhere. The
+  /// allocation is kept when it is large enough, so a workspace repacked every step does
+  /// not fault its pages in again.
+  template <class RowOf>
+  void assign_transposed(RowOf&& row_of, index_t k, index_t n, ThreadPool* pool = nullptr) {
+    reshape(n, k);
     auto pack_panel = [&](index_t p) {
-      float* dst = m.data_.get() + p * panel_width * k;
+      float* dst = data_.get() + p * panel_width * k;
       const index_t first = p * panel_width;
       const index_t width = n - first < panel_width ? n - first : panel_width;
-      // Row i of the panel is row i of b's columns [first, +width): one contiguous read.
+      // Row i of the panel is row i's columns [first, +width): one contiguous read.
       for (index_t i = 0; i < k; ++i) {
-        const W* row = b + i * ld + first;
+        const auto* row = row_of(i) + first;
         float* out = dst + i * panel_width;
         for (index_t j = 0; j < width; ++j) out[j] = to_float(row[j]);
         for (index_t j = width; j < panel_width; ++j) out[j] = 0.0f;
       }
     };
     if (pool != nullptr)
-      pool->parallel_for(m.panels_, pack_panel);
+      pool->parallel_for(panels_, pack_panel);
     else
-      for (index_t p = 0; p < m.panels_; ++p) pack_panel(p);
-    return m;
+      for (index_t p = 0; p < panels_; ++p) pack_panel(p);
   }
 
   /// N: the output columns of a product with this matrix.
@@ -110,12 +120,20 @@ class PackedMatrix {
   /// The panels of an [n, k] matrix, uninitialized.
   static PackedMatrix allocate(index_t n, index_t k) {
     PackedMatrix m;
-    m.rows_ = n;
-    m.cols_ = k;
-    m.panels_ = (n + panel_width - 1) / panel_width;
-    const auto elements = static_cast<std::size_t>(m.panels_ * panel_width * k);
-    if (elements > 0) m.data_.reset(static_cast<float*>(::operator new(elements * sizeof(float), alignment)));
+    m.reshape(n, k);
     return m;
+  }
+  /// Makes this the (uninitialized) panels of an [n, k] matrix, reusing the allocation
+  /// where it is large enough.
+  void reshape(index_t n, index_t k) {
+    rows_ = n;
+    cols_ = k;
+    panels_ = (n + panel_width - 1) / panel_width;
+    const auto elements = static_cast<std::size_t>(panels_ * panel_width * k);
+    if (elements > 0 && (elements > capacity_ || data_ == nullptr)) {  // a moved-from matrix keeps its count, not its data
+      data_.reset(static_cast<float*>(::operator new(elements * sizeof(float), alignment)));
+      capacity_ = elements;
+    }
   }
   struct AlignedDelete {
     void operator()(float* p) const noexcept { ::operator delete(p, alignment); }
@@ -124,6 +142,7 @@ class PackedMatrix {
   index_t rows_ = 0;
   index_t cols_ = 0;
   index_t panels_ = 0;
+  std::size_t capacity_ = 0;  // elements data_ holds
   std::unique_ptr<float, AlignedDelete> data_;
 };
 
