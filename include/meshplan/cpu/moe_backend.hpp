@@ -180,7 +180,7 @@ class CpuBackend {
 
   /// The grouped expert MLP on rows grouped by local expert (`offsets`); `through`: row i is
   /// token order[i] / top_k of `rows`, read in place.
-  /// With `keep`, the pre-activations and the activation are moved there for the backward.
+  /// With `keep`, the pre-activations and the activation are written there for the backward.
   template <class Row>
   Tensor<Row> expert_mlp(Context& c, const Tensor<T>& rows, const Routed* through, std::span<const index_t> offsets,
                          const Weights& w, Activations* keep = nullptr) {
@@ -397,9 +397,13 @@ class CpuBackend {
     const index_t N = offsets.back();
     const index_t I2 = up.empty() ? 0 : up.front().b->rows(), I = I2 / 2, H = down.empty() ? 0 : down.front().rows();
     // Workspaces kept from one forward to the next: fresh pages for every forward cost more
-    // than the activation itself.
-    std::vector<float>& gu = grow(gate_up_, N * I2);
-    std::vector<T>& act = grow(act_, N * I);
+    // than the activation itself. A training forward writes straight into what it keeps.
+    if (keep) {
+      keep->gate_up.resize(static_cast<std::size_t>(N * I2));
+      keep->act.resize(static_cast<std::size_t>(N * I));
+    }
+    std::vector<float>& gu = keep ? keep->gate_up : grow(gate_up_, N * I2);
+    std::vector<T>& act = keep ? keep->act : grow(act_, N * I);
     for (std::size_t j = 0; j < up.size(); ++j) up[j].c = gu.data() + offsets[j] * I2, up[j].ldc = I2;
     cpu::gemm_batch<T>(up, *c.pool, c.isa);
     for_chunks(c, N, [&](index_t r0, index_t r1) {
@@ -415,10 +419,6 @@ class CpuBackend {
       for_chunks(c, N, [&](index_t r0, index_t r1) {
         for (index_t i = r0 * H; i < r1 * H; ++i) out[i] = from_float<Row>(y[static_cast<std::size_t>(i)]);
       });
-    if (keep) {
-      keep->gate_up.assign(gu.begin(), gu.begin() + N * I2);
-      keep->act.assign(act.begin(), act.begin() + N * I);
-    }
   }
 
   template <class U>
