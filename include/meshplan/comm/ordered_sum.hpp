@@ -13,7 +13,9 @@
 //   ordered_sum(comm, group, owners, acc, [&](std::size_t segment) { add segment's terms to acc; });
 //
 // `owners[i]`: the member (a position in `group`) that holds segment i; every member passes
-// the same list. `acc` starts at zero on every member and has the same size everywhere.
+// the same list. `acc` holds zeros on every member when it is called (the caller clears
+// it: it may be device memory, which the host does not write, with a device communicator)
+// and has the same size everywhere; a hand-over lands in the receiver's `acc` itself.
 // Bytes: one accumulator per hand-over plus the broadcast. With one segment per member
 // that is n - 1 hand-overs and a broadcast to n - 1 members: 2 (n - 1) / n of the
 // accumulator per member on average, what a ring all-reduce sends.
@@ -40,10 +42,8 @@ void ordered_sum(C& comm, const Group& group, std::span<const index_t> owners, s
               ? Message{}
               : Message::rule("group_member") << "an ordered sum over a group of " << group.size()
                                               << " needs each of its segments owned by a member");
-  std::fill(acc.begin(), acc.end(), 0.0f);
   const auto n = static_cast<std::size_t>(group.size());
   const auto size = static_cast<index_t>(acc.size());
-  std::vector<float> incoming;
   std::vector<index_t> send_counts(n), recv_counts(n);
   for (std::size_t i = 0; i < owners.size(); ++i) {
     if (owners[i] == group.rank) add_segment(i);
@@ -55,10 +55,11 @@ void ordered_sum(C& comm, const Group& group, std::span<const index_t> owners, s
     std::fill(recv_counts.begin(), recv_counts.end(), 0);
     if (group.rank == from) send_counts[static_cast<std::size_t>(to)] = size;
     if (group.rank == to) recv_counts[static_cast<std::size_t>(from)] = size;
-    incoming.assign(group.rank == to ? acc.size() : 0, 0.0f);
-    comm.all_to_all_v(std::span<const float>(acc.data(), group.rank == from ? acc.size() : 0), send_counts,
-                      std::span<float>(incoming), recv_counts, group, label);
-    if (group.rank == to) std::copy(incoming.begin(), incoming.end(), acc.begin());
+    // The receiver's chain is replaced by the one it receives, in place; the two buffers of
+    // a member never alias (each member only sends, only receives, or neither).
+    const std::span<const float> send = group.rank == from ? std::span<const float>(acc) : std::span<const float>();
+    const std::span<float> recv = group.rank == to ? acc : std::span<float>();
+    comm.all_to_all_v(send, send_counts, recv, recv_counts, group, label);
   }
   if (n > 1) comm.broadcast(acc, owners.back(), group, label);
 }

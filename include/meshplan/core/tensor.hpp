@@ -87,6 +87,14 @@ class Tensor {
     enforce(tensor_rules::shape_matches(what, shape_, expected));
   }
 
+  /// Changes the shape, keeping the elements in order (the element count stays).
+  void reshape(std::vector<index_t> shape) {
+    enforce(tensor_rules::extents_valid(shape));
+    enforce(tensor_rules::shape_matches("the reshaped tensor", std::vector<index_t>{count(shape)},
+                                        std::vector<index_t>{numel()}));
+    shape_ = std::move(shape);
+  }
+
   friend bool operator==(const Tensor&, const Tensor&) = default;
 
  private:

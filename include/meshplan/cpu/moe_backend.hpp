@@ -357,6 +357,14 @@ class CpuBackend {
     return dx;
   }
 
+  /// A tensor of `total` rows, zero but for `rows` placed at [offset, +rows.dim(0)).
+  template <class U>
+  Tensor<U> place_rows(Context&, const Tensor<U>& rows, index_t offset, index_t total) const {
+    Tensor<U> out({total, rows.dim(1)});
+    std::copy_n(rows.data(), rows.numel(), out.data() + offset * rows.dim(1));
+    return out;
+  }
+
   void add(Context&, Tensor<float>& a, const Tensor<float>& b) const {
     for (index_t i = 0; i < a.numel(); ++i) a[i] += b[i];
   }

@@ -32,6 +32,30 @@
 //   round_sum(r, s) -> tensor<T>                      round(r), or round(round(r) + round(s))
 //   host_routing(routed) -> Routing                   the routing on the host
 //
+// A TrainableBackend (moe/moe_block.hpp) also has the backward's: the types Activations (what
+// a grouped or dense MLP's forward keeps: its fp32 gate/up pre-activations [N, 2I], its
+// stored activation [N, I], and the rows it read under EP) and MlpBackward (an MLP's dx and
+// its gradient at the gate/up outputs), `keep` arguments on expert_mlp and shared_mlp (null:
+// keep nothing), and
+//   prepare_backward(w)                               what the input gradients' products read
+//                                                     (the CPU packs the transposes), once per weights
+//   all_finite(t) -> bool                             no NaN or infinity in t
+//   place_rows(rows, offset, total) -> tensor<U>      `total` rows of zeros with `rows` placed at
+//                                                     `offset` (with no rows: a zero tensor)
+//   combine_backward(y, routed, dy) -> {rows, dw}     rows[sorted (t, s)] = w[t, s] dy[t];
+//                                                     dw[t, s] = <y[sorted (t, s)], dy[t]>, one chain over h
+//   router_backward(routed, dw, model) -> dlogits     through the top-k weights (the routing's kept logits)
+//   router_input_grad(dlogits, w) -> dx               dlogits router
+//   mlp_backward(dout, offsets, kept, w, shared)      da = dout down, the SwiGLU's derivative,
+//                                                     dx = dgate_up gate_up, per group of rows
+//   mlp_weight_grads(x, through, kept, dout, b,       adds each group's rows [first, +count) of
+//                    first, count, dgate_up, ddown)   dgate_up^T x and dout^T act onto the gradients
+//   router_weight_grad(x, dlogits, first, count, d)   adds rows [first, +count) of dlogits^T x
+//   unpermute_add(rows, routed, hidden) -> dx         each token's slots' rows summed in slot order
+// The weight-gradient primitives continue each output's chain of fused multiply-adds over
+// the rows in order from the value it holds, so the ordered sums over ranks
+// (comm/ordered_sum.hpp) give the single-rank bits.
+//
 // Every primitive keeps each output's summation order fixed (the reference's), so a row's
 // results do not depend on which rank computes it or with which other rows.
 

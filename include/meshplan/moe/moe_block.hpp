@@ -209,7 +209,7 @@ struct mlp_backward_of<Backend> {
 };
 }  // namespace detail
 
-/// A backend whose primitives include the backward's (the CPU backend today).
+/// A backend whose primitives include the backward's (CpuBackend and cuda::CudaBackend).
 template <class B>
 concept TrainableBackend = requires { typename B::Activations; typename B::MlpBackward; };
 
@@ -269,6 +269,8 @@ class MoEBlock {
   using tensor = typename Backend::template tensor<U>;
   using Forward = MoEForward<Backend>;
   using State = MoEForwardState<Backend>;
+  /// What backward returns: fp32 tensors of the backend (MoEGradients on the CPU).
+  using Gradients = BasicMoEGradients<tensor<float>>;
   static constexpr MoEBlockPlan block_plan = moe_block_plan(Plan::entries);
 
   /// Slices this rank's weights from the full block weights by each parameter's layout.
@@ -288,7 +290,9 @@ class MoEBlock {
       : model_(model), mesh_(mesh), rank_(rank), backend_(std::move(backend)) {
     RankWeights<T> mine = load_rank_weights(model_, MeshSpec(mesh_), Plan::entries, rank_, load);
     local_experts_ = mine.weights.gate_up.dim(0);
+    inter_ = mine.weights.gate_up.dim(1) / 2;
     has_shared_ = mine.weights.has_shared();
+    shared_inter_ = has_shared_ ? mine.weights.shared_gate.dim(0) : 0;
     expert_begin_ = mine.first_expert;
     w_ = backend_.prepare(std::move(mine.weights));
   }
@@ -391,7 +395,7 @@ class MoEBlock {
   /// plan/gradient_reduction.hpp reads from the plan), in token order: the bits are those
   /// of a single rank wherever the plan only moves data. `state` is used up.
   template <Communicator C>
-  MoEGradients backward(C& comm, State& state, const tensor<float>& dy)
+  Gradients backward(C& comm, State& state, const tensor<float>& dy)
     requires TrainableBackend<Backend>
   {
     auto ctx = backend_.context(comm);
@@ -417,7 +421,7 @@ class MoEBlock {
     for (std::size_t i = block_plan.exit_count; i-- > 0;)
       g = unhook(comm, ctx, block_plan.exit[i], std::move(g), state.exit_rows[i]);
     const index_t tokens = state.x.dim(0);
-    auto [dy_routed, dy_shared] = unfinish(comm, std::move(g), tokens);
+    auto [dy_routed, dy_shared] = unfinish(comm, ctx, std::move(g), tokens);
 
     // Combine, router and experts.
     constexpr bool routed_partial = !block_plan.expert_tp_axis.empty();
@@ -438,7 +442,7 @@ class MoEBlock {
     }
     tensor<float> dx_router = backend_.router_input_grad(ctx, dlogits, w_);
 
-    MoEGradients grads;
+    Gradients grads;
     grads.hidden_states = input_gradient(comm, ctx, state, std::move(dx_routed),
                                          shared_b ? std::move(shared_b->dx) : tensor<float>{}, std::move(dx_router));
     weight_gradients(comm, ctx, state, dlogits, eb, dy_shared, shared_b ? &*shared_b : nullptr, grads);
@@ -630,7 +634,7 @@ class MoEBlock {
   /// the `tokens` rows they computed. A reduce-scatter's is a gather; an all-reduce's is
   /// the gradient itself; a row slice's is the rows put back among zeros.
   template <Communicator C>
-  std::pair<tensor<float>, tensor<float>> unfinish(C& comm, tensor<float> g, index_t tokens) {
+  std::pair<tensor<float>, tensor<float>> unfinish(C& comm, Context& ctx, tensor<float> g, index_t tokens) {
     constexpr auto& bp = block_plan;
     auto ungather = [&](const tensor<float>& part, std::string_view axis) {
       const Group grp = group(axis);
@@ -640,17 +644,20 @@ class MoEBlock {
     };
     const bool routed_scatters = bp.expert_reduce == PartialReduce::reduce_scatter;
     const bool shared_scatters = has_shared_ && bp.shared_reduce == PartialReduce::reduce_scatter;
-    if (!routed_scatters && !shared_scatters) return {g, has_shared_ ? g : tensor<float>{}};
+    // Both read the same gradient: the shared experts' a copy (a device tensor is not copyable).
+    auto both = [&](tensor<float> t) {
+      tensor<float> second = has_shared_ ? backend_.slice_rows(ctx, t, 0, t.dim(0)) : tensor<float>{};
+      return std::pair{std::move(t), std::move(second)};
+    };
+    if (!routed_scatters && !shared_scatters) return both(std::move(g));
     const std::string_view axis = routed_scatters ? bp.expert_tp_axis : bp.shared_tp_axis;
     tensor<float> whole = ungather(g, axis);
     if (!has_shared_ || (routed_scatters && shared_scatters && bp.expert_tp_axis == bp.shared_tp_axis))
-      return {whole, has_shared_ ? whole : tensor<float>{}};
+      return both(std::move(whole));
     // Only one of the two was scattered; the other's forward took this member's rows of a
     // whole result: its gradient is g on those rows and zero elsewhere.
     const Group grp = group(axis);
-    const index_t per = tokens / grp.size(), H = model_.hidden_size;
-    tensor<float> placed({tokens, H});
-    std::copy_n(g.data(), per * H, placed.data() + grp.rank * per * H);
+    tensor<float> placed = backend_.place_rows(ctx, g, grp.rank * (tokens / grp.size()), tokens);
     return routed_scatters ? std::pair{std::move(whole), std::move(placed)} : std::pair{std::move(placed), std::move(whole)};
   }
 
@@ -773,22 +780,36 @@ class MoEBlock {
     return c;
   }
 
-  /// The parameter gradients, each one ordered sum over its chain.
+  /// A zero fp32 tensor [rows, width] of the backend (ordered sums start from zeros).
+  tensor<float> zeros(Context& ctx, index_t rows, index_t width) {
+    return backend_.place_rows(ctx, tensor<float>({0, width}), 0, rows);
+  }
+  /// Rows [first, +count) of `flat` as a tensor of `shape` (the same element count).
+  tensor<float> piece(Context& ctx, const tensor<float>& flat, index_t first, index_t count, std::vector<index_t> shape) {
+    tensor<float> t = backend_.slice_rows(ctx, flat, first, count);
+    t.reshape(std::move(shape));
+    return t;
+  }
+
+  /// The parameter gradients, each one ordered sum over its chain. Each sum runs in one
+  /// buffer of the backend's (one hand-over per segment), cut into the parameters after.
   template <Communicator C>
   void weight_gradients(C& comm, Context& ctx, const State& state, const tensor<float>& dlogits,
                         const ExpertBackward& eb, const tensor<float>& dy_shared,
-                        const MlpBackward* shared_b, MoEGradients& g) {
+                        const MlpBackward* shared_b, Gradients& g) {
     const index_t H = model_.hidden_size, E = model_.num_experts, El = local_experts_;
     const index_t tokens = state.x.dim(0);
-    g.router = Tensor<float>({E, H});
+    g.router = zeros(ctx, E, H);
     const GradientChains& chains = *chains_;
     ordered_sum(comm, chains.router.group, chains.router.owners, g.router.span(),
                 [&](std::size_t) { backend_.router_weight_grad(ctx, state.x, dlogits, 0, tokens, g.router.data()); },
                 "router gradient");
 
-    const MoEWeights<T>& w = w_.w;
-    const index_t I2 = w.gate_up.dim(1), I = I2 / 2;
-    std::vector<float> experts(static_cast<std::size_t>(El * (I2 * H + H * I)));
+    const index_t I = inter_, I2 = 2 * I;
+    // [El 2I + El I, H]: gate_up's El x 2I rows of H, then down's El x H x I as El I rows of H.
+    tensor<float> experts = zeros(ctx, El * (I2 + I), H);
+    float* dgate_up = experts.data();
+    float* ddown = experts.data() + El * I2 * H;
     const bool exchanged = exchanges_rows();
     // Without an exchange every expert is local and one segment holds all its rows, in
     // sorted order; with one, a segment is one source member's rows of each local expert.
@@ -798,7 +819,7 @@ class MoEBlock {
       first.pop_back();
       count = state.routed.counts;
     }
-    ordered_sum(comm, chains.experts.group, chains.experts.owners, std::span(experts),
+    ordered_sum(comm, chains.experts.group, chains.experts.owners, experts.span(),
                 [&](std::size_t segment) {
                   if (exchanged) {
                     const index_t source = chains.experts.sources[segment];
@@ -812,26 +833,27 @@ class MoEBlock {
                     }
                   }
                   backend_.mlp_weight_grads(ctx, state.x, exchanged ? nullptr : &state.routed, state.experts, eb.dout,
-                                            *eb.mlp, first, count, experts.data(), experts.data() + El * I2 * H);
+                                            *eb.mlp, first, count, dgate_up, ddown);
                 },
                 "expert gradients");
-    g.gate_up = Tensor<float>({El, I2, H}, std::vector<float>(experts.begin(), experts.begin() + El * I2 * H));
-    g.down = Tensor<float>({El, H, I}, std::vector<float>(experts.begin() + El * I2 * H, experts.end()));
+    g.gate_up = piece(ctx, experts, 0, El * I2, {El, I2, H});
+    g.down = piece(ctx, experts, El * I2, El * I, {El, H, I});
 
     if (!shared_b) return;
-    const index_t S = w.shared_gate.dim(0);
-    std::vector<float> shared(static_cast<std::size_t>(2 * S * H + H * S));
+    const index_t S = shared_inter_;
+    // [3S, H]: the gate's S rows, the up's S rows, then down's H x S as S rows of H.
+    tensor<float> shared = zeros(ctx, 3 * S, H);
     const index_t zero = 0;
-    ordered_sum(comm, chains.shared.group, chains.shared.owners, std::span(shared),
+    ordered_sum(comm, chains.shared.group, chains.shared.owners, shared.span(),
                 [&](std::size_t) {
                   backend_.mlp_weight_grads(ctx, state.x, nullptr, state.shared, dy_shared, *shared_b,
                                             std::span(&zero, 1), std::span(&tokens, 1), shared.data(),
                                             shared.data() + 2 * S * H);
                 },
                 "shared expert gradients");
-    g.shared_gate = Tensor<float>({S, H}, std::vector<float>(shared.begin(), shared.begin() + S * H));
-    g.shared_up = Tensor<float>({S, H}, std::vector<float>(shared.begin() + S * H, shared.begin() + 2 * S * H));
-    g.shared_down = Tensor<float>({H, S}, std::vector<float>(shared.begin() + 2 * S * H, shared.end()));
+    g.shared_gate = piece(ctx, shared, 0, S, {S, H});
+    g.shared_up = piece(ctx, shared, S, S, {S, H});
+    g.shared_down = piece(ctx, shared, 2 * S, S, {H, S});
   }
 
   static inline std::atomic<std::uint64_t> next_id_{1};
@@ -842,6 +864,7 @@ class MoEBlock {
   Backend backend_;
   typename Backend::Weights w_;
   index_t local_experts_ = 0;
+  index_t inter_ = 0, shared_inter_ = 0;  // this rank's intermediate dims (split under expert or shared TP)
   bool has_shared_ = false;
   index_t expert_begin_ = 0;
   Training training_ = Training::off;

@@ -2,6 +2,11 @@
 // The gradients of an MoE block's loss, fp32, under the shapes of MoEWeights (transformers'
 // fused names): the whole block's (reference_backward.hpp) or one rank's pieces (an
 // MoEBlock's backward), and plain SGD on a block's weights with them.
+//
+// BasicMoEGradients<FloatTensor> holds them in a backend's fp32 tensors: MoEGradients is
+// the host's (Tensor<float>: the reference, the CPU backend, the runner); a CUDA block's
+// backward returns them in device memory (cuda::DeviceMoEGradients, brought to the host by
+// cuda::to_host).
 
 #include <cstddef>
 #include <string>
@@ -15,18 +20,19 @@
 
 namespace meshplan {
 
-struct MoEGradients {
-  Tensor<float> hidden_states;  // [tokens, H]: the input's gradient
-  Tensor<float> router;         // gate.weight [E, H]
-  Tensor<float> gate_up;        // experts.gate_up_proj [E, 2I, H]
-  Tensor<float> down;           // experts.down_proj [E, H, I]
-  Tensor<float> shared_gate;    // shared_experts.gate_proj.weight [S, H]
-  Tensor<float> shared_up;      // shared_experts.up_proj.weight [S, H]
-  Tensor<float> shared_down;    // shared_experts.down_proj.weight [H, S]
+template <class FloatTensor>
+struct BasicMoEGradients {
+  FloatTensor hidden_states;  // [tokens, H]: the input's gradient
+  FloatTensor router;         // gate.weight [E, H]
+  FloatTensor gate_up;        // experts.gate_up_proj [E, 2I, H]
+  FloatTensor down;           // experts.down_proj [E, H, I]
+  FloatTensor shared_gate;    // shared_experts.gate_proj.weight [S, H]
+  FloatTensor shared_up;      // shared_experts.up_proj.weight [S, H]
+  FloatTensor shared_down;    // shared_experts.down_proj.weight [H, S]
 
   /// The parameter gradients with transformers' names (the correction bias has none).
-  std::vector<std::pair<std::string, const Tensor<float>*>> named() const {
-    std::vector<std::pair<std::string, const Tensor<float>*>> out{
+  std::vector<std::pair<std::string, const FloatTensor*>> named() const {
+    std::vector<std::pair<std::string, const FloatTensor*>> out{
         {"gate.weight", &router}, {"experts.gate_up_proj", &gate_up}, {"experts.down_proj", &down}};
     if (shared_gate.numel() > 0) {
       out.emplace_back("shared_experts.gate_proj.weight", &shared_gate);
@@ -36,6 +42,16 @@ struct MoEGradients {
     return out;
   }
 };
+
+/// The gradients on the host.
+using MoEGradients = BasicMoEGradients<Tensor<float>>;
+
+/// Every tensor of `g` passed through f (e.g. a copy from the device to the host).
+template <class To, class From, class F>
+BasicMoEGradients<To> map_gradients(const BasicMoEGradients<From>& g, F&& f) {
+  return {f(g.hidden_states), f(g.router),    f(g.gate_up),    f(g.down),
+          f(g.shared_gate),   f(g.shared_up), f(g.shared_down)};
+}
 
 namespace moe_rules {
 inline Message grad_output_shape(const std::vector<index_t>& got, const std::vector<index_t>& expected) {
