@@ -100,6 +100,21 @@ void linear_rows(cublasHandle_t handle, const T* x, index_t rows, const T* w, in
                                      static_cast<int>(ldy), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
+/// Where an MLP's forward keeps, for the backward, its fp32 gate/up pre-activations
+/// [rows, 2I] (gate columns first) and its stored activation [rows, I], row for row with
+/// its output: the values the forward computes its output from. Null: nothing kept.
+template <DeviceElement T>
+struct KeptActivations {
+  float* gate_up = nullptr;
+  T* act = nullptr;
+
+  explicit operator bool() const noexcept { return gate_up != nullptr; }
+  /// The same from row `first` on.
+  KeptActivations at(index_t first, index_t inter) const noexcept {
+    return gate_up ? KeptActivations{gate_up + first * 2 * inter, act + first * inter} : KeptActivations{};
+  }
+};
+
 /// The experts' MLP with its workspaces (reused across calls; one per rank and stream).
 ///
 /// Reproducible by default: every GEMM runs on exactly `chunk_rows` rows (the last chunk of
@@ -117,24 +132,25 @@ class CublasExperts {
   index_t chunk_rows() const noexcept { return chunk_rows_; }
 
   /// rows [N, H] grouped by local expert (`offsets`, host, El + 1 entries), gate_up
-  /// [El, 2I, H] and down [El, H, I]: out [N, H] of type Row (T, rounded, or fp32).
+  /// [El, 2I, H] and down [El, H, I]: out [N, H] of type Row (T, rounded, or fp32); with
+  /// `keep`, the pre-activations and the activation of the N rows too.
   template <DeviceElement T, class Row>
   void grouped(const T* rows, std::span<const index_t> offsets, const T* gate_up, const T* down, index_t hidden,
-               index_t inter, Row* out, cudaStream_t stream) {
+               index_t inter, Row* out, cudaStream_t stream, KeptActivations<T> keep = {}) {
     for (std::size_t j = 0; j + 1 < offsets.size(); ++j) {
       const index_t n = offsets[j + 1] - offsets[j];
       if (n == 0) continue;
       const T* gate = gate_up + static_cast<index_t>(j) * 2 * inter * hidden;
       mlp<T, Row>(rows + offsets[j] * hidden, n, gate, nullptr, down + static_cast<index_t>(j) * hidden * inter, hidden,
-                  inter, out + offsets[j] * hidden, stream);
+                  inter, out + offsets[j] * hidden, stream, keep.at(offsets[j], inter));
     }
   }
 
   /// A dense MLP (the shared experts): gate, up [I, H], down [H, I]; out [rows, H] fp32.
   template <DeviceElement T>
   void dense(const T* x, index_t rows, const T* gate, const T* up, const T* down, index_t hidden, index_t inter,
-             float* out, cudaStream_t stream) {
-    mlp<T, float>(x, rows, gate, up, down, hidden, inter, out, stream);
+             float* out, cudaStream_t stream, KeptActivations<T> keep = {}) {
+    mlp<T, float>(x, rows, gate, up, down, hidden, inter, out, stream, keep);
   }
 
  private:
@@ -147,14 +163,18 @@ class CublasExperts {
   /// `up` null: gate and up are one [2I, H] weight.
   template <DeviceElement T, class Row>
   void mlp(const T* x, index_t rows, const T* gate, const T* up, const T* down, index_t hidden, index_t inter, Row* out,
-           cudaStream_t stream) {
+           cudaStream_t stream, KeptActivations<T> keep) {
     MESHPLAN_CUBLAS_CHECK(cublasSetStream(handle_.get(), stream));
-    if (chunk_rows_ == 0) return mlp_rows(x, rows, gate, up, down, hidden, inter, out, stream);
+    if (chunk_rows_ == 0) {
+      mlp_rows(x, rows, gate, up, down, hidden, inter, out, stream);
+      return keep_rows<T>(keep, rows, inter, stream);
+    }
     const index_t C = chunk_rows_;
     for (index_t first = 0; first < rows; first += C) {
       const index_t n = std::min(C, rows - first);
       if (n == C) {
         mlp_rows(x + first * hidden, C, gate, up, down, hidden, inter, out + first * hidden, stream);
+        keep_rows<T>(keep.at(first, inter), C, inter, stream);
         continue;
       }
       // The tail: staged into C rows, zeros after the real ones, so the GEMMs keep their shape.
@@ -169,7 +189,18 @@ class CublasExperts {
       MESHPLAN_CUDA_CHECK(cudaMemcpyAsync(out + first * hidden, staged_out,
                                           static_cast<std::size_t>(n * hidden) * sizeof(Row), cudaMemcpyDeviceToDevice,
                                           stream));
+      keep_rows<T>(keep.at(first, inter), n, inter, stream);
     }
+  }
+
+  /// The first `rows` rows of the last mlp_rows' pre-activations and activation, into `keep`.
+  template <DeviceElement T>
+  void keep_rows(KeptActivations<T> keep, index_t rows, index_t inter, cudaStream_t stream) {
+    if (!keep || rows == 0 || inter == 0) return;
+    MESHPLAN_CUDA_CHECK(cudaMemcpyAsync(keep.gate_up, h_.data(), static_cast<std::size_t>(rows * 2 * inter) * sizeof(float),
+                                        cudaMemcpyDeviceToDevice, stream));
+    MESHPLAN_CUDA_CHECK(cudaMemcpyAsync(keep.act, act_.data(), static_cast<std::size_t>(rows * inter) * sizeof(T),
+                                        cudaMemcpyDeviceToDevice, stream));
   }
 
   /// The MLP on exactly `rows` rows.

@@ -2,7 +2,9 @@
 // ExpertMLP: the one place that chooses how the experts' SwiGLU MLPs run on the GPU. bf16
 // storage on sm_80+ runs the fused grouped kernels (FusedExperts: wgmma on sm_90 with sm_90a
 // code, else mma.sync), which read the tokens through the permutation in place; everything
-// else runs cuBLAS in fixed-shape chunks (CublasExperts), after gathering the rows.
+// else runs cuBLAS in fixed-shape chunks (CublasExperts), after gathering the rows. So does
+// a forward that keeps its activations for a backward (`keep`): the fused kernels never
+// write the pre-activations out.
 //
 //   ExpertMLP mlp(std::is_same_v<T, bfloat16>);
 //   mlp.grouped(rows, gather, top_k, offsets, gate_up, down, H, I, out, stream);
@@ -38,9 +40,10 @@ class ExpertMLP {
   /// [El, H, I]; out [N, H] of Row (the storage type, or fp32 partial sums).
   template <DeviceElement D, class Row>
   void grouped(const D* rows, const std::int32_t* gather, index_t top_k, std::span<const index_t> offsets,
-               const D* gate_up, const D* down, index_t hidden, index_t inter, Row* out, cudaStream_t stream) {
+               const D* gate_up, const D* down, index_t hidden, index_t inter, Row* out, cudaStream_t stream,
+               KeptActivations<D> keep = {}) {
     if constexpr (std::is_same_v<D, __nv_bfloat16>) {
-      if (path_ != ExpertPath::cublas)
+      if (path_ != ExpertPath::cublas && !keep)
         return fused_.grouped(rows, gather, top_k, offsets, gate_up, down, hidden, inter, out, stream);
     }
     if (gather) {
@@ -50,17 +53,18 @@ class ExpertMLP {
       DevicePermute::gather_rows(rows, gather, top_k, pairs, hidden, staged, stream);
       rows = staged;
     }
-    cublas_.grouped(rows, offsets, gate_up, down, hidden, inter, out, stream);
+    cublas_.grouped(rows, offsets, gate_up, down, hidden, inter, out, stream, keep);
   }
 
   /// A dense MLP (the shared experts): x [tokens, H]; gate, up [I, H], down [H, I]; out fp32.
   template <DeviceElement D>
   void dense(const D* x, index_t tokens, const D* gate, const D* up, const D* down, index_t hidden, index_t inter,
-             float* out, cudaStream_t stream) {
+             float* out, cudaStream_t stream, KeptActivations<D> keep = {}) {
     if constexpr (std::is_same_v<D, __nv_bfloat16>) {
-      if (path_ != ExpertPath::cublas) return fused_.dense(x, tokens, gate, up, down, hidden, inter, out, stream);
+      if (path_ != ExpertPath::cublas && !keep)
+        return fused_.dense(x, tokens, gate, up, down, hidden, inter, out, stream);
     }
-    cublas_.dense(x, tokens, gate, up, down, hidden, inter, out, stream);
+    cublas_.dense(x, tokens, gate, up, down, hidden, inter, out, stream, keep);
   }
 
  private:

@@ -20,6 +20,13 @@ struct DeviceMoEWeights {
   DeviceTensor<T> shared_up;
   DeviceTensor<T> shared_down;
 
+  // What the backward's input-gradient products read, made at the first backward
+  // (CudaBackend::prepare_backward): fp32 copies of bf16 weights (empty for fp32 storage,
+  // whose weights are read as they are), and the shared experts' gate and up as one
+  // [2S, H] fp32 matrix (gate rows first), as the kept pre-activations lay them out.
+  DeviceTensor<float> router32, gate_up32, down32, shared_gate_up32, shared_down32;
+  bool backward_ready = false;
+
   bool has_shared() const noexcept { return !shared_down.empty(); }
 };
 
@@ -27,10 +34,14 @@ struct DeviceMoEWeights {
 template <StorageType T>
 DeviceMoEWeights<T> to_device(const MoEWeights<T>& w) {
   Stream stream;
-  DeviceMoEWeights<T> d{to_device(w.router, stream),      to_device(w.correction_bias, stream),
-                        to_device(w.gate_up, stream),     to_device(w.down, stream),
-                        to_device(w.shared_gate, stream), to_device(w.shared_up, stream),
-                        to_device(w.shared_down, stream)};
+  DeviceMoEWeights<T> d;
+  d.router = to_device(w.router, stream);
+  d.correction_bias = to_device(w.correction_bias, stream);
+  d.gate_up = to_device(w.gate_up, stream);
+  d.down = to_device(w.down, stream);
+  d.shared_gate = to_device(w.shared_gate, stream);
+  d.shared_up = to_device(w.shared_up, stream);
+  d.shared_down = to_device(w.shared_down, stream);
   stream.synchronize();
   return d;
 }
