@@ -24,11 +24,12 @@ case "$step" in
     ;;
   sanitize)
     suite=$build/tests/meshplan_cuda_tests
-    # memcheck on every GPU test but the long MoE sweeps (the block test checks what they run
-    # with a smaller case); racecheck on the kernels with shared memory.
+    # memcheck on every GPU test but the long MoE sweeps (the block tests check what they run
+    # with smaller cases: the forward's NaN case below, the backward's "[backward]" cases);
+    # racecheck on the kernels with shared memory (the weight-gradient chain's is [chain]).
     compute-sanitizer --tool memcheck --error-exitcode 1 "$suite" "~[host]~[moe]"
     compute-sanitizer --tool memcheck --error-exitcode 1 "$suite" "The GPU block refuses a NaN in the hidden states on every rank"
-    compute-sanitizer --tool racecheck --error-exitcode 1 "$suite" "[experts],[router]"
+    compute-sanitizer --tool racecheck --error-exitcode 1 "$suite" "[experts],[router],[chain]"
     compute-sanitizer --tool initcheck --error-exitcode 1 "$suite" "[permute]"
     ;;
   bench)
