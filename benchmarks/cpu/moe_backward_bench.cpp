@@ -6,8 +6,9 @@
 // Case: the Qwen3-MoE block at EP = 1 with hidden 1024, 32 experts, top-4, moe_intermediate
 // 512 at 2048 tokens (--large adds the Qwen3-30B-A3B expert shape, H 2048, I 768, E 128,
 // top-8, at 4096 tokens), fp32, 1 and 2 threads. Prints the median forward (inference), the
-// median backward after a forward that kept its activations, the backward with the experts'
-// activations recomputed, their ratios to the forward (target: backward <= 2.2x forward),
+// median backward after a forward that kept its activations (into gradients kept from one
+// step to the next, as a training loop keeps them, and into fresh ones), the backward with
+// the experts' activations recomputed, their ratios to the forward (target: backward <= 2.2x forward),
 // the bytes the forward keeps per token both ways, and torch autograd's backward of
 // transformers' Qwen3MoeSparseMoeBlock on the same weights, tokens and output gradient
 // with the same threads (benchmarks/cpu/transformers_block.py --backward; skipped without
@@ -62,32 +63,37 @@ void run_case(const Options& o, const Case& c, int threads) {
   for (auto& v : x.vector()) v = normal(rng);
   for (auto& v : dy.vector()) v = normal(rng);
 
-  std::vector<double> fwd, bwd, bwd_recompute;
+  std::vector<double> fwd, bwd, bwd_fresh, bwd_recompute;
   double kept = 0, kept_recompute = 0;
   mp::ThreadWorld world(1);
   world.run([&](mp::ThreadComm& comm) {
     using Backend = mp::CpuBackend<float>;
-    mp::MoEBlock<mp::RuntimeModel, Mesh, Plan, Backend> block(model, Mesh{1}, 0, full, Backend(threads));
+    using Block = mp::MoEBlock<mp::RuntimeModel, Mesh, Plan, Backend>;
+    Block block(model, Mesh{1}, 0, full, Backend(threads));
+    // The gradients a training loop keeps from step to step; "fresh" allocates them anew.
+    Block::Gradients grads;
     for (int r = 0; r <= o.runs; ++r) {  // the first of each is a warm-up
       block.set_training(mp::Training::off);
       auto start = std::chrono::steady_clock::now();
       (void)block.forward(comm, x);
       if (r > 0) fwd.push_back(seconds_since(start));
-      for (mp::Training mode : {mp::Training::keep_activations, mp::Training::recompute}) {
+      for (int variant = 0; variant < 3; ++variant) {
+        const mp::Training mode = variant == 2 ? mp::Training::recompute : mp::Training::keep_activations;
         block.set_training(mode);
         auto f = block.forward(comm, x);
         (mode == mp::Training::recompute ? kept_recompute : kept) =
             static_cast<double>(f.state.bytes_kept()) / static_cast<double>(c.tokens);
         start = std::chrono::steady_clock::now();
-        (void)block.backward(comm, f.state, dy);
-        if (r > 0) (mode == mp::Training::recompute ? bwd_recompute : bwd).push_back(seconds_since(start));
+        if (variant == 1) (void)block.backward(comm, f.state, dy);
+        else block.backward(comm, f.state, dy, grads);
+        if (r > 0) (variant == 0 ? bwd : variant == 1 ? bwd_fresh : bwd_recompute).push_back(seconds_since(start));
       }
     }
   });
-  const double f = median(fwd), b = median(bwd), br = median(bwd_recompute);
-  std::printf("%-14s f32 %d thread(s): forward %8.1f ms | backward %8.1f ms = %.2fx forward (kept %6.0f B/token) | "
-              "recomputing %8.1f ms = %.2fx (kept %6.0f B/token)",
-              c.name, threads, f * 1e3, b * 1e3, b / f, kept, br * 1e3, br / f, kept_recompute);
+  const double f = median(fwd), b = median(bwd), bf = median(bwd_fresh), br = median(bwd_recompute);
+  std::printf("%-14s f32 %d thread(s): forward %8.1f ms | backward %8.1f ms = %.2fx forward (kept %6.0f B/token; "
+              "fresh gradients %8.1f ms = %.2fx) | recomputing %8.1f ms = %.2fx (kept %6.0f B/token)",
+              c.name, threads, f * 1e3, b * 1e3, b / f, kept, bf * 1e3, bf / f, br * 1e3, br / f, kept_recompute);
 
   const std::string file = "/tmp/meshplan_cpu_backward_case.safetensors";
   mp::bench::write_case(file, c, full, x, &dy);

@@ -28,10 +28,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <utility>
 #include <limits>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "../support/moe_backward_run.hpp"
@@ -57,8 +57,8 @@ namespace {
 /// c [p, q] += g^T x on the GPU, against the host chain; `permuted`: x's rows read through
 /// a permutation of (token, slot) pairs with 2 slots per token.
 template <class T>
-void check_chain(index_t n, index_t p, index_t q, bool permuted, std::uint32_t seed) {
-  INFO("n " << n << ", p " << p << ", q " << q << (permuted ? ", permuted" : "") << ", "
+void check_chain(index_t n, index_t p, index_t q, bool permuted, std::uint32_t seed, bool fresh) {
+  INFO("n " << n << ", p " << p << ", q " << q << (permuted ? ", permuted" : "") << (fresh ? ", fresh" : "") << ", "
             << (std::is_same_v<T, float> ? "float" : "bfloat16"));
   using D = mp::cuda::device_type_t<T>;
   constexpr index_t slots = 2;
@@ -78,7 +78,7 @@ void check_chain(index_t n, index_t p, index_t q, bool permuted, std::uint32_t s
   std::vector<float> want = c;
   for (index_t i = 0; i < p; ++i)
     for (index_t j = 0; j < q; ++j) {
-      float acc = want[static_cast<std::size_t>(i * q + j)];
+      float acc = fresh ? 0.0f : want[static_cast<std::size_t>(i * q + j)];
       for (index_t r = 0; r < n; ++r) {
         const index_t row = permuted ? order[static_cast<std::size_t>(r)] / slots : r;
         acc = std::fma(g[static_cast<std::size_t>(r * ldg + i)], mp::to_float(x[static_cast<std::size_t>(row * ldx + j)]),
@@ -92,7 +92,7 @@ void check_chain(index_t n, index_t p, index_t q, bool permuted, std::uint32_t s
   auto dorder = cuda_support::upload(order);
   auto dc = cuda_support::upload(c);
   mp::cuda::DeviceOuterTerm<D> term{dg.data(), ldg, mp::cuda::device_cast(dx.data()), ldx, nullptr, 1, n, p, q,
-                                    dc.data()};
+                                    dc.data(), fresh};
   if (permuted) term.index = dorder.data(), term.index_div = static_cast<int>(slots);
   mp::cuda::DeviceBackward::accumulate_outer(term, nullptr);
   MESHPLAN_CUDA_CHECK(cudaStreamSynchronize(nullptr));
@@ -102,13 +102,15 @@ void check_chain(index_t n, index_t p, index_t q, bool permuted, std::uint32_t s
 
 }  // namespace
 
-TEMPLATE_TEST_CASE("The weight-gradient chain kernel continues each output's fmaf chain, bit for bit",
+TEMPLATE_TEST_CASE("The weight-gradient chain kernel continues each output's fmaf chain (or starts it), bit for bit",
                    "[backward][chain]", float, mp::bfloat16) {
   const std::vector<std::pair<index_t, index_t>> shapes{{1, 1}, {32, 32}, {33, 31}, {64, 70}, {5, 129}};
   std::uint32_t seed = 1;
-  for (bool permuted : {false, true})
-    for (index_t n : {0, 1, 31, 32, 33, 100})
-      for (const auto& [p, q] : shapes) check_chain<TestType>(n, p, q, permuted, seed++);
+  // fresh: what c held is not read, every chain starts from +0 (zeros for n = 0).
+  for (bool fresh : {false, true})
+    for (bool permuted : {false, true})
+      for (index_t n : {0, 1, 31, 32, 33, 100})
+        for (const auto& [p, q] : shapes) check_chain<TestType>(n, p, q, permuted, seed++, fresh);
 }
 
 namespace {
@@ -155,21 +157,8 @@ BackwardRun compare_pieces(const mp::ModelSpec& model, Sizes sizes, std::span<co
                            const mp::MoEWeights<T>& w, const std::vector<mp::MoEGradients>& got,
                            const mp::MoEGradients& whole, index_t tokens) {
   const mp::MeshSpec spec(Mesh{sizes.dp, sizes.ep, sizes.tp});
-  const mp::LayoutSpec layout = mp::moe_token_layout(model, spec, plan, tokens);
-  const mp::MoEWeights<float> whole_weights = gradients_as_weights(whole, w);
   BackwardRun out;
-  for (index_t r = 0; r < spec.size(); ++r) {
-    const mp::MoEGradients& g = got[static_cast<std::size_t>(r)];
-    out.input.add(g.hidden_states.span(), rows_of(whole.hidden_states, layout, r).span());
-    const mp::MoEWeights<float> want =
-        mp::load_rank_weights(model, spec, plan, r, mp::slice_of(model, whole_weights)).weights;
-    out.params.add(g.router.span(), want.router.span());
-    out.params.add(g.gate_up.span(), want.gate_up.span());
-    out.params.add(g.down.span(), want.down.span());
-    out.params.add(g.shared_gate.span(), want.shared_gate.span());
-    out.params.add(g.shared_up.span(), want.shared_up.span());
-    out.params.add(g.shared_down.span(), want.shared_down.span());
-  }
+  moe_cases::compare_pieces(out, model, spec, plan, w, got, whole, mp::moe_token_layout(model, spec, plan, tokens));
   return out;
 }
 

@@ -60,6 +60,28 @@ struct BackwardRun {
   std::vector<std::size_t> bytes_kept;
 };
 
+/// Adds to `out` how every rank's gradients (`got`) compare with `ref` (one rank's gradients
+/// for the whole batch) sliced as the plan slices the weights and `layout` the tokens.
+template <class T>
+void compare_pieces(BackwardRun& out, const mp::ModelSpec& model, const mp::MeshSpec& spec,
+                    std::span<const mp::EntrySpec> plan, const mp::MoEWeights<T>& w,
+                    const std::vector<mp::MoEGradients>& got, const mp::MoEGradients& ref,
+                    const mp::LayoutSpec& layout) {
+  const mp::MoEWeights<float> ref_weights = gradients_as_weights(ref, w);
+  for (index_t r = 0; r < spec.size(); ++r) {
+    const mp::MoEGradients& g = got[static_cast<std::size_t>(r)];
+    out.input.add(g.hidden_states.span(), rows_of(ref.hidden_states, layout, r).span());
+    const mp::MoEWeights<float> want =
+        mp::load_rank_weights(model, spec, plan, r, mp::slice_of(model, ref_weights)).weights;
+    out.params.add(g.router.span(), want.router.span());
+    out.params.add(g.gate_up.span(), want.gate_up.span());
+    out.params.add(g.down.span(), want.down.span());
+    out.params.add(g.shared_gate.span(), want.shared_gate.span());
+    out.params.add(g.shared_up.span(), want.shared_up.span());
+    out.params.add(g.shared_down.span(), want.shared_down.span());
+  }
+}
+
 /// Forward and backward of the block make_block(rank) gives on every rank; compares with
 /// `ref` (the single-rank reference's gradients for the whole batch).
 template <class T, class MakeBlock>
@@ -69,7 +91,6 @@ BackwardRun run_backward_of(MakeBlock&& make_block, const mp::ModelSpec& model, 
   const mp::MeshSpec spec(mesh);
   const index_t tokens = x.dim(0);
   const mp::LayoutSpec layout = mp::moe_token_layout(model, spec, plan, tokens);
-  const mp::MoEWeights<float> ref_weights = gradients_as_weights(ref, w);
   BackwardRun out;
   out.stats.resize(static_cast<std::size_t>(spec.size()));
   out.bytes_kept.resize(out.stats.size());
@@ -85,19 +106,7 @@ BackwardRun run_backward_of(MakeBlock&& make_block, const mp::ModelSpec& model, 
     got[static_cast<std::size_t>(r)] = block.backward(comm, f.state, rows_of(dy, layout, r));
     out.stats[static_cast<std::size_t>(r)] = comm.stats();
   });
-  for (index_t r = 0; r < spec.size(); ++r) {
-    const mp::MoEGradients& g = got[static_cast<std::size_t>(r)];
-    const mp::Tensor<float> want_dx = rows_of(ref.hidden_states, layout, r);
-    out.input.add(g.hidden_states.span(), want_dx.span());
-    const mp::MoEWeights<float> want =
-        mp::load_rank_weights(model, spec, plan, r, mp::slice_of(model, ref_weights)).weights;
-    out.params.add(g.router.span(), want.router.span());
-    out.params.add(g.gate_up.span(), want.gate_up.span());
-    out.params.add(g.down.span(), want.down.span());
-    out.params.add(g.shared_gate.span(), want.shared_gate.span());
-    out.params.add(g.shared_up.span(), want.shared_up.span());
-    out.params.add(g.shared_down.span(), want.shared_down.span());
-  }
+  compare_pieces(out, model, spec, plan, w, got, ref, layout);
   return out;
 }
 

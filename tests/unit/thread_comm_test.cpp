@@ -1,6 +1,7 @@
 // ThreadComm: every collective on groups of every shape against what it must give,
-// reductions in group order, every refusal with its message on the ranks that see it, the
-// bytes CommStats counts, and a failing rank never leaving the others waiting.
+// reductions in group order, the ordered sum's chain in segment order, every refusal with
+// its message on the ranks that see it, the bytes CommStats counts, and a failing rank never
+// leaving the others waiting.
 //
 // The ranks only record what they got; the checks run on the test's thread afterwards
 // (Catch2's assertions are not made for many threads).
@@ -8,15 +9,20 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <functional>
+#include <limits>
 #include <map>
 #include <numeric>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "meshplan/comm/agree.hpp"
+#include "meshplan/comm/ordered_sum.hpp"
 #include "meshplan/comm/thread_comm.hpp"
 #include "meshplan/mesh/mesh_spec.hpp"
 
@@ -302,6 +308,60 @@ const std::vector<Refusal> refusals = {
 };
 
 }  // namespace
+
+TEST_CASE("ordered_sum: one chain in segment order over the owners, whatever the accumulator held", "[comm]") {
+  // Segment i adds x_i y_j to element j of two parts (sizes 3 and 5), one fma each: a chain
+  // whose bits depend on the order. Every member starts from NaN, which no step may read.
+  const std::vector<float> x{1e8f, 1.0f, -1e8f, 3.0f, 0.5f};
+  auto y = [](std::size_t j) { return 1.0f + static_cast<float>(j) * 0x1p-20f; };
+  std::vector<float> want(8);
+  for (std::size_t j = 0; j < want.size(); ++j) {
+    float acc = 0.0f;
+    for (float xi : x) acc = std::fma(xi, y(j), acc);
+    want[j] = acc;
+  }
+  for (const std::vector<index_t>& owners : {std::vector<index_t>{0, 0, 2, 1, 2}, std::vector<index_t>{1, 1, 1, 1, 1},
+                                             std::vector<index_t>{2, 0, 1, 0, 2}}) {
+    const index_t n = 3;
+    std::vector<std::vector<float>> got(n);
+    std::vector<std::vector<std::size_t>> added(n);
+    mp::ThreadWorld(n).run([&](mp::ThreadComm& comm) {
+      const auto r = static_cast<std::size_t>(comm.rank());
+      std::vector<float> a(3, std::numeric_limits<float>::quiet_NaN()), b(5, std::numeric_limits<float>::quiet_NaN());
+      const std::span<float> parts[2] = {a, b};
+      mp::ordered_sum(comm, comm.world_group(), owners, std::span<const std::span<float>>(parts),
+                      [&](std::size_t segment, bool fresh) {
+                        added[r].push_back(segment);
+                        for (std::size_t j = 0; j < 8; ++j) {
+                          float& acc = j < 3 ? a[j] : b[j - 3];
+                          acc = std::fma(x[segment], y(j), fresh ? 0.0f : acc);
+                        }
+                      },
+                      "test");
+      got[r] = a;
+      got[r].insert(got[r].end(), b.begin(), b.end());
+    });
+    for (index_t r = 0; r < n; ++r) {
+      INFO("owners " << ::Catch::Detail::stringify(owners) << ", rank " << r);
+      CHECK(std::memcmp(got[static_cast<std::size_t>(r)].data(), want.data(), want.size() * sizeof(float)) == 0);
+      std::vector<std::size_t> mine;
+      for (std::size_t i = 0; i < owners.size(); ++i)
+        if (owners[i] == r) mine.push_back(i);
+      CHECK(added[static_cast<std::size_t>(r)] == mine);
+    }
+  }
+  // One member: every segment its own, no traffic.
+  mp::ThreadWorld(1).run([&](mp::ThreadComm& comm) {
+    std::vector<float> acc(8, -1.0f);
+    const std::vector<index_t> owners(x.size(), 0);
+    mp::ordered_sum(comm, comm.world_group(), owners, std::span<float>(acc),
+                    [&](std::size_t segment, bool fresh) {
+                      for (std::size_t j = 0; j < 8; ++j) acc[j] = std::fma(x[segment], y(j), fresh ? 0.0f : acc[j]);
+                    },
+                    "test");
+    if (std::memcmp(acc.data(), want.data(), want.size() * sizeof(float)) != 0) throw std::runtime_error("one member");
+  });
+}
 
 TEST_CASE("every refusal has its message, on the ranks that see it; the others are released", "[comm]") {
   mp::ThreadWorld world(3);

@@ -130,7 +130,8 @@ RowSource<X> rows_from(RowSource<X> a, index_t first) noexcept {
 
 /// One weight-gradient term c [p, q] += g^T x over rows [0, n) of g [n, p] (fp32, leading
 /// dimension ldg) and x [n, q] (rows through `x`), each output one chain over the rows in
-/// order, continued from what c holds.
+/// order, continued from what c holds; with `fresh`, c = g^T x with every chain from +0
+/// (what c held is not read; zeros where n = 0).
 template <StorageType X>
 struct OuterTerm {
   const float* g = nullptr;
@@ -138,6 +139,7 @@ struct OuterTerm {
   RowSource<X> x;
   index_t n = 0, p = 0, q = 0;
   float* c = nullptr;
+  bool fresh = false;
 };
 
 /// Runs the terms as one batch of products on the pool, each cpu/gemm.hpp's c += a b^T
@@ -159,10 +161,13 @@ void accumulate_outer(std::span<const OuterTerm<X>> terms, ThreadPool& pool, Isa
   else
     pool.parallel_for(static_cast<index_t>(terms.size()), [&](index_t i) { pack(static_cast<std::size_t>(i), nullptr); });
   std::vector<GemmTask<float>> tasks;
-  for (std::size_t i = 0; i < terms.size(); ++i)
-    if (!empty(terms[i]))
-      tasks.push_back({RowSource<float>::transposed(terms[i].g, terms[i].ldg), terms[i].p, &packs[i], terms[i].c,
-                       terms[i].q, true});
+  for (std::size_t i = 0; i < terms.size(); ++i) {
+    const OuterTerm<X>& t = terms[i];
+    if (!empty(t))
+      tasks.push_back({RowSource<float>::transposed(t.g, t.ldg), t.p, &packs[i], t.c, t.q, !t.fresh});
+    else if (t.fresh && t.p > 0 && t.q > 0)
+      std::fill(t.c, t.c + t.p * t.q, 0.0f);  // the sum of no rows
+  }
   gemm_batch<float>(tasks, pool, isa);
 }
 

@@ -312,11 +312,12 @@ class CpuBackend {
   }
 
   /// Adds the weight-gradient terms of rows [first[j], +count[j]) of each group j to
-  /// dgate_up [groups, 2I, H] and ddown [groups, H, I], continuing their chains: the rows
-  /// are `rows` (grouped), or x's read through the routing when `rows` is empty.
+  /// dgate_up [groups, 2I, H] and ddown [groups, H, I], continuing their chains (with
+  /// `fresh`, starting them from +0): the rows are `rows` (grouped), or x's read through
+  /// the routing when `rows` is empty.
   void mlp_weight_grads(Context& c, const Tensor<T>& x, const Routed* through, const Activations& a,
                         const Tensor<float>& dout, const MlpBackward& b, std::span<const index_t> first,
-                        std::span<const index_t> count, float* dgate_up, float* ddown) {
+                        std::span<const index_t> count, float* dgate_up, float* ddown, bool fresh) {
     const index_t H = dout.dim(1), groups = static_cast<index_t>(first.size());
     const index_t N = dout.dim(0), I = N > 0 ? static_cast<index_t>(a.act.size()) / N : 0;
     cpu::RowSource<T> rows{a.rows.numel() > 0 ? a.rows.data() : x.data(), H};
@@ -325,18 +326,19 @@ class CpuBackend {
     for (index_t j = 0; j < groups; ++j) {
       const index_t r0 = first[static_cast<std::size_t>(j)], n = count[static_cast<std::size_t>(j)];
       terms.push_back({b.dgate_up.data() + r0 * 2 * I, 2 * I, cpu::rows_from(rows, r0), n, 2 * I, H,
-                       dgate_up + j * 2 * I * H});
+                       dgate_up + j * 2 * I * H, fresh});
       terms.push_back({dout.data() + r0 * H, H, cpu::RowSource<T>{a.act.data() + r0 * I, I}, n, H, I,
-                       ddown + j * H * I});
+                       ddown + j * H * I, fresh});
     }
     cpu::accumulate_outer<T>(terms, *c.pool, c.isa, outer_packs_);
   }
 
-  /// Adds rows [first, +count) of dlogits^T x to the router's gradient [E, H].
+  /// Adds rows [first, +count) of dlogits^T x to the router's gradient [E, H] (with
+  /// `fresh`, from +0).
   void router_weight_grad(Context& c, const Tensor<T>& x, const Tensor<float>& dlogits, index_t first, index_t count,
-                          float* drouter) {
+                          float* drouter, bool fresh) {
     const index_t H = x.dim(1), E = dlogits.dim(1);
-    const cpu::OuterTerm<T> term{dlogits.data() + first * E, E, {x.data() + first * H, H}, count, E, H, drouter};
+    const cpu::OuterTerm<T> term{dlogits.data() + first * E, E, {x.data() + first * H, H}, count, E, H, drouter, fresh};
     cpu::accumulate_outer<T>(std::span(&term, 1), *c.pool, c.isa, outer_packs_);
   }
 

@@ -49,8 +49,11 @@
 //   mlp_backward(dout, offsets, kept, w, shared)      da = dout down, the SwiGLU's derivative,
 //                                                     dx = dgate_up gate_up, per group of rows
 //   mlp_weight_grads(x, through, kept, dout, b,       adds each group's rows [first, +count) of
-//                    first, count, dgate_up, ddown)   dgate_up^T x and dout^T act onto the gradients
-//   router_weight_grad(x, dlogits, first, count, d)   adds rows [first, +count) of dlogits^T x
+//     first, count, dgate_up, ddown, fresh)           dgate_up^T x and dout^T act onto the gradients
+//   router_weight_grad(x, dlogits, first, count,      adds rows [first, +count) of dlogits^T x
+//     d, fresh)
+// With `fresh`, the weight-gradient primitives ignore what the gradients held and start
+// every chain from +0 (a group with no rows writes zeros): an ordered sum's first segment.
 //   unpermute_add(rows, routed, hidden) -> dx         each token's slots' rows summed in slot order
 // The weight-gradient primitives continue each output's chain of fused multiply-adds over
 // the rows in order from the value it holds, so the ordered sums over ranks

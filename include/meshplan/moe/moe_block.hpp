@@ -398,6 +398,18 @@ class MoEBlock {
   Gradients backward(C& comm, State& state, const tensor<float>& dy)
     requires TrainableBackend<Backend>
   {
+    Gradients grads;
+    backward(comm, state, dy, grads);
+    return grads;
+  }
+
+  /// The same into `grads`, whose parameter tensors are reused where their shapes match:
+  /// a training loop that passes the same gradients every step keeps their memory (fresh
+  /// pages cost more than the zeros written into them).
+  template <Communicator C>
+  void backward(C& comm, State& state, const tensor<float>& dy, Gradients& grads)
+    requires TrainableBackend<Backend>
+  {
     auto ctx = backend_.context(comm);
     auto& host = Backend::host_comm(comm);
     const Group world = host.world_group();
@@ -442,11 +454,9 @@ class MoEBlock {
     }
     tensor<float> dx_router = backend_.router_input_grad(ctx, dlogits, w_);
 
-    Gradients grads;
     grads.hidden_states = input_gradient(comm, ctx, state, std::move(dx_routed),
                                          shared_b ? std::move(shared_b->dx) : tensor<float>{}, std::move(dx_router));
     weight_gradients(comm, ctx, state, dlogits, eb, dy_shared, shared_b ? &*shared_b : nullptr, grads);
-    return grads;
   }
 
  private:
@@ -784,32 +794,41 @@ class MoEBlock {
   tensor<float> zeros(Context& ctx, index_t rows, index_t width) {
     return backend_.place_rows(ctx, tensor<float>({0, width}), 0, rows);
   }
-  /// Rows [first, +count) of `flat` as a tensor of `shape` (the same element count).
-  tensor<float> piece(Context& ctx, const tensor<float>& flat, index_t first, index_t count, std::vector<index_t> shape) {
-    tensor<float> t = backend_.slice_rows(ctx, flat, first, count);
+  /// A zero fp32 tensor of `shape` (its first dimension times the rest as `width`).
+  tensor<float> zeros(Context& ctx, std::vector<index_t> shape) {
+    index_t width = 1;
+    for (std::size_t d = 1; d < shape.size(); ++d) width *= shape[d];
+    tensor<float> t = zeros(ctx, shape.front(), width);
     t.reshape(std::move(shape));
     return t;
   }
+  /// `t` with `shape`: kept where its shape matches (an ordered sum never reads what its
+  /// accumulator held), else a new tensor.
+  void shape_as(Context& ctx, tensor<float>& t, std::vector<index_t> shape) {
+    if (t.shape() != shape) t = zeros(ctx, std::move(shape));
+  }
 
-  /// The parameter gradients, each one ordered sum over its chain. Each sum runs in one
-  /// buffer of the backend's (one hand-over per segment), cut into the parameters after.
+  /// The parameter gradients, each one ordered sum over its chain, accumulated in place in
+  /// the gradient tensors returned (no copies: at the benchmark's size the experts'
+  /// gradients are 192 MB).
   template <Communicator C>
   void weight_gradients(C& comm, Context& ctx, const State& state, const tensor<float>& dlogits,
                         const ExpertBackward& eb, const tensor<float>& dy_shared,
                         const MlpBackward* shared_b, Gradients& g) {
     const index_t H = model_.hidden_size, E = model_.num_experts, El = local_experts_;
     const index_t tokens = state.x.dim(0);
-    g.router = zeros(ctx, E, H);
+    shape_as(ctx, g.router, {E, H});
     const GradientChains& chains = *chains_;
     ordered_sum(comm, chains.router.group, chains.router.owners, g.router.span(),
-                [&](std::size_t) { backend_.router_weight_grad(ctx, state.x, dlogits, 0, tokens, g.router.data()); },
+                [&](std::size_t, bool fresh) {
+                  backend_.router_weight_grad(ctx, state.x, dlogits, 0, tokens, g.router.data(), fresh);
+                },
                 "router gradient");
 
     const index_t I = inter_, I2 = 2 * I;
-    // [El 2I + El I, H]: gate_up's El x 2I rows of H, then down's El x H x I as El I rows of H.
-    tensor<float> experts = zeros(ctx, El * (I2 + I), H);
-    float* dgate_up = experts.data();
-    float* ddown = experts.data() + El * I2 * H;
+    shape_as(ctx, g.gate_up, {El, I2, H});
+    shape_as(ctx, g.down, {El, H, I});
+    const std::span<float> experts[2] = {g.gate_up.span(), g.down.span()};
     const bool exchanged = exchanges_rows();
     // Without an exchange every expert is local and one segment holds all its rows, in
     // sorted order; with one, a segment is one source member's rows of each local expert.
@@ -819,8 +838,8 @@ class MoEBlock {
       first.pop_back();
       count = state.routed.counts;
     }
-    ordered_sum(comm, chains.experts.group, chains.experts.owners, experts.span(),
-                [&](std::size_t segment) {
+    ordered_sum(comm, chains.experts.group, chains.experts.owners, std::span<const std::span<float>>(experts),
+                [&](std::size_t segment, bool fresh) {
                   if (exchanged) {
                     const index_t source = chains.experts.sources[segment];
                     first.assign(state.dispatch.local_offsets.begin(), state.dispatch.local_offsets.end() - 1);
@@ -833,27 +852,27 @@ class MoEBlock {
                     }
                   }
                   backend_.mlp_weight_grads(ctx, state.x, exchanged ? nullptr : &state.routed, state.experts, eb.dout,
-                                            *eb.mlp, first, count, dgate_up, ddown);
+                                            *eb.mlp, first, count, g.gate_up.data(), g.down.data(), fresh);
                 },
                 "expert gradients");
-    g.gate_up = piece(ctx, experts, 0, El * I2, {El, I2, H});
-    g.down = piece(ctx, experts, El * I2, El * I, {El, H, I});
 
     if (!shared_b) return;
     const index_t S = shared_inter_;
-    // [3S, H]: the gate's S rows, the up's S rows, then down's H x S as S rows of H.
-    tensor<float> shared = zeros(ctx, 3 * S, H);
+    // The gate's and the up's gradients as the one [2S, H] product the backend computes,
+    // cut in two after (the shared experts are small next to the routed ones).
+    tensor<float> gate_up = zeros(ctx, {2 * S, H});
+    shape_as(ctx, g.shared_down, {H, S});
+    const std::span<float> shared[2] = {gate_up.span(), g.shared_down.span()};
     const index_t zero = 0;
-    ordered_sum(comm, chains.shared.group, chains.shared.owners, shared.span(),
-                [&](std::size_t) {
+    ordered_sum(comm, chains.shared.group, chains.shared.owners, std::span<const std::span<float>>(shared),
+                [&](std::size_t, bool fresh) {
                   backend_.mlp_weight_grads(ctx, state.x, nullptr, state.shared, dy_shared, *shared_b,
-                                            std::span(&zero, 1), std::span(&tokens, 1), shared.data(),
-                                            shared.data() + 2 * S * H);
+                                            std::span(&zero, 1), std::span(&tokens, 1), gate_up.data(),
+                                            g.shared_down.data(), fresh);
                 },
                 "shared expert gradients");
-    g.shared_gate = piece(ctx, shared, 0, S, {S, H});
-    g.shared_up = piece(ctx, shared, S, S, {S, H});
-    g.shared_down = piece(ctx, shared, 2 * S, S, {H, S});
+    g.shared_gate = backend_.slice_rows(ctx, gate_up, 0, S);
+    g.shared_up = backend_.slice_rows(ctx, gate_up, S, S);
   }
 
   static inline std::atomic<std::uint64_t> next_id_{1};

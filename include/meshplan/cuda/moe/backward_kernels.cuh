@@ -52,6 +52,7 @@ struct DeviceOuterTerm {
   int index_div = 1;
   long long n = 0, p = 0, q = 0;
   float* c = nullptr;
+  bool fresh = false;  // c's contents are not read: every chain starts from +0
 };
 
 namespace kernels {
@@ -178,8 +179,8 @@ inline constexpr int outer_tile = 32, outer_rows = 32, outer_threads = 256;
 /// c [p, q] += g^T x (DeviceOuterTerm): block (bx, by) owns outputs [by 32, +32) x
 /// [bx 32, +32); thread (tx = lane, ty = warp) owns c[by 32 + ty + 8 j][bx 32 + tx],
 /// j = 0..3. Each output is one chain c = fmaf(g[r][p], x[r][q], c) over r = 0..n-1 in
-/// order, from the value c held: the rows past n are never applied (an fmaf of zeros would
-/// turn a -0 into +0).
+/// order, from the value c held (or +0 where o.fresh): the rows past n are never applied (an
+/// fmaf of zeros would turn a -0 into +0).
 template <class X>
 __global__ void __launch_bounds__(outer_threads) accumulate_outer(DeviceOuterTerm<X> o) {
   __shared__ float gs[outer_rows][outer_tile];
@@ -193,7 +194,7 @@ __global__ void __launch_bounds__(outer_threads) accumulate_outer(DeviceOuterTer
   float acc[per_thread];
   for (int j = 0; j < per_thread; ++j) {
     const long long p = p0 + ty + row_step * j;
-    acc[j] = p < o.p && q < o.q ? o.c[p * o.q + q] : 0.0f;
+    acc[j] = !o.fresh && p < o.p && q < o.q ? o.c[p * o.q + q] : 0.0f;
   }
   for (long long r0 = 0; r0 < o.n; r0 += outer_rows) {
     const int rows = static_cast<int>(o.n - r0 < outer_rows ? o.n - r0 : outer_rows);
@@ -307,7 +308,7 @@ struct DeviceBackward {
   static void accumulate_outer(const DeviceOuterTerm<X>& t, cudaStream_t stream) {
     enforce(first_of({backward_rules::size_valid("the rows of a weight gradient's sum", t.n),
                       backward_rules::outer_fits(t.p), backward_rules::size_valid("a weight gradient's width", t.q)}));
-    if (t.n == 0 || t.p == 0 || t.q == 0) return;
+    if ((t.n == 0 && !t.fresh) || t.p == 0 || t.q == 0) return;  // fresh with no rows: the kernel writes zeros
     const dim3 grid(static_cast<unsigned>((t.q + kernels::outer_tile - 1) / kernels::outer_tile),
                     static_cast<unsigned>((t.p + kernels::outer_tile - 1) / kernels::outer_tile));
     kernels::accumulate_outer<X><<<grid, kernels::outer_threads, 0, stream>>>(t);

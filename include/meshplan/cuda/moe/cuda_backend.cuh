@@ -323,11 +323,11 @@ class CudaBackend {
 
   /// Adds the weight-gradient terms of rows [first[j], +count[j]) of each group j to
   /// dgate_up [groups, 2I, H] and ddown [groups, H, I] (device memory), continuing their
-  /// chains: the rows are `a.rows` (grouped), or x's read through the routing when those
-  /// are empty.
+  /// chains (with `fresh`, starting them from +0): the rows are `a.rows` (grouped), or x's
+  /// read through the routing when those are empty.
   void mlp_weight_grads(Context& c, const DeviceTensor<T>& x, const Routed* through, const Activations& a,
                         const DeviceTensor<float>& dout, const MlpBackward& b, std::span<const index_t> first,
-                        std::span<const index_t> count, float* dgate_up, float* ddown) const {
+                        std::span<const index_t> count, float* dgate_up, float* ddown, bool fresh) const {
     const index_t H = dout.dim(1), N = dout.dim(0);
     const index_t I = N > 0 ? static_cast<index_t>(a.act.size()) / N : 0;
     const bool grouped = a.rows.numel() > 0;
@@ -336,22 +336,23 @@ class CudaBackend {
     for (std::size_t j = 0; j < first.size(); ++j) {
       const index_t r0 = first[j], n = count[j], e = static_cast<index_t>(j);
       DeviceOuterTerm<D> gu{b.dgate_up.data() + r0 * 2 * I, 2 * I, rows, H, nullptr, 1, n, 2 * I, H,
-                            dgate_up + e * 2 * I * H};
+                            dgate_up + e * 2 * I * H, fresh};
       if (index) gu.index = index + r0, gu.index_div = static_cast<int>(through->top_k);
       else gu.x = rows + r0 * H;
       DeviceBackward::accumulate_outer(gu, c.stream);
       const DeviceOuterTerm<D> dn{dout.data() + r0 * H, H, device_cast(a.act.data()) + r0 * I, I, nullptr, 1, n, H, I,
-                                  ddown + e * H * I};
+                                  ddown + e * H * I, fresh};
       DeviceBackward::accumulate_outer(dn, c.stream);
     }
   }
 
-  /// Adds rows [first, +count) of dlogits^T x to the router's gradient [E, H] (device memory).
+  /// Adds rows [first, +count) of dlogits^T x to the router's gradient [E, H] (device
+  /// memory; with `fresh`, from +0).
   void router_weight_grad(Context& c, const DeviceTensor<T>& x, const DeviceTensor<float>& dlogits, index_t first,
-                          index_t count, float* drouter) const {
+                          index_t count, float* drouter, bool fresh) const {
     const index_t H = x.dim(1), E = dlogits.dim(1);
     const DeviceOuterTerm<D> term{dlogits.data() + first * E, E, device_cast(x.data()) + first * H, H, nullptr, 1,
-                                  count, E, H, drouter};
+                                  count, E, H, drouter, fresh};
     DeviceBackward::accumulate_outer(term, c.stream);
   }
 
