@@ -1,10 +1,13 @@
 // Training the MoE block: plain SGD over several steps gives the same loss sequence, bit
-// for bit, on one rank and on sharded meshes; a backward refuses bad input on every rank
-// alike; the bytes the backward sends are the cost model's.
+// for bit, on one rank and on sharded meshes; a backward into kept gradients gives a fresh
+// backward's bits in the same memory; a backward refuses bad input on every rank alike;
+// the bytes the backward sends are the cost model's.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -91,6 +94,78 @@ TEMPLATE_TEST_CASE("SGD on the block: the same losses, bit for bit, on one rank 
   SECTION("DeepSeek-V3, sequence parallel with expert parallelism") {
     same_losses_on_every_mesh<mp::models::TinyDeepSeekV3, mp::plans::deepseek_v3::ep_sp<>, TestType>({{2, 2, 2}});
   }
+}
+
+// ---- Gradients kept across steps -----------------------------------------------------------
+
+namespace {
+
+/// Every tensor of `g`, in named() order, then the input gradient.
+std::vector<const mp::Tensor<float>*> tensors_of(const mp::MoEGradients& g) {
+  std::vector<const mp::Tensor<float>*> out;
+  for (const auto& [name, t] : g.named()) out.push_back(t);
+  out.push_back(&g.hidden_states);
+  return out;
+}
+
+bool same_bits(const mp::Tensor<float>& a, const mp::Tensor<float>& b) {
+  return a.shape() == b.shape() && std::memcmp(a.data(), b.data(), a.span().size_bytes()) == 0;
+}
+
+/// backward(comm, state, dy, g) into gradients that hold NaN (the right shapes: their
+/// memory is kept) or the wrong shapes (replaced) gives the bits of a backward into fresh
+/// gradients, on every rank.
+template <class Model, class Plan>
+void reused_gradients_are_fresh_ones(Sizes sizes) {
+  INFO(mp::to_string(Model::spec.family) << ", mesh " << sizes.text());
+  constexpr mp::ModelSpec model = Model::spec;
+  constexpr index_t tokens = 21;
+  auto [w, x] = make_case<float>(model, RoutingKind::idle_experts, tokens, 77);
+  const mp::Tensor<float> dy = random_grad_output(tokens, model.hidden_size, 78);
+  const Mesh mesh{sizes.dp, sizes.ep, sizes.tp};
+  const mp::LayoutSpec layout = mp::moe_token_layout(model, mp::MeshSpec(mesh), Plan::entries, tokens);
+  std::vector<int> failures(static_cast<std::size_t>(sizes.world()), 0);
+  mp::ThreadWorld(sizes.world()).run([&](mp::ThreadComm& comm) {
+    const index_t r = comm.rank();
+    int& failed = failures[static_cast<std::size_t>(r)];
+    mp::MoEBlock<Model, Mesh, Plan, mp::CpuBackend<float>> block(mesh, r, w);
+    block.set_training(mp::Training::keep_activations);
+    const mp::Tensor<float> rows = rows_of(x, layout, r), my_dy = rows_of(dy, layout, r);
+    auto f = block.forward(comm, rows);
+    const mp::MoEGradients fresh = block.backward(comm, f.state, my_dy);
+
+    mp::MoEGradients held = fresh;
+    for (mp::Tensor<float>* t : {&held.hidden_states, &held.router, &held.gate_up, &held.down, &held.shared_gate,
+                                 &held.shared_up, &held.shared_down})
+      std::fill(t->vector().begin(), t->vector().end(), std::numeric_limits<float>::quiet_NaN());
+    const float* kept[] = {held.router.data(), held.gate_up.data(), held.down.data()};
+    auto f2 = block.forward(comm, rows);
+    block.backward(comm, f2.state, my_dy, held);
+    const auto want = tensors_of(fresh), got = tensors_of(held);
+    for (std::size_t i = 0; i < want.size(); ++i) failed += !same_bits(*got[i], *want[i]);
+    failed += held.router.data() != kept[0] || held.gate_up.data() != kept[1] || held.down.data() != kept[2];
+
+    mp::MoEGradients odd;  // wrong shapes: replaced
+    odd.router = mp::Tensor<float>({1, 3});
+    odd.gate_up = mp::Tensor<float>({2, 2});
+    auto f3 = block.forward(comm, rows);
+    block.backward(comm, f3.state, my_dy, odd);
+    const auto replaced = tensors_of(odd);
+    for (std::size_t i = 0; i < want.size(); ++i) failed += !same_bits(*replaced[i], *want[i]);
+  });
+  for (int f : failures) CHECK(f == 0);
+}
+
+}  // namespace
+
+TEST_CASE("backward into kept gradients: their memory is kept, what they held is never read", "[moe][backward]") {
+  for (Sizes s : {Sizes{1, 1, 1}, Sizes{2, 2, 1}}) {
+    reused_gradients_are_fresh_ones<mp::models::TinyQwen3Moe, mp::plans::qwen3_moe::ep<>>(s);
+    reused_gradients_are_fresh_ones<mp::models::TinyMixtral, mp::plans::mixtral::ep<>>(s);
+    reused_gradients_are_fresh_ones<mp::models::TinyDeepSeekV3, mp::plans::deepseek_v3::ep<>>(s);
+  }
+  reused_gradients_are_fresh_ones<mp::models::TinyDeepSeekV3, mp::plans::deepseek_v3::ep_sp<>>({2, 2, 2});
+  reused_gradients_are_fresh_ones<mp::models::TinyQwen3Moe, mp::plans::qwen3_moe::etp<>>({1, 2, 2});
 }
 
 // ---- Bad input ------------------------------------------------------------------------------

@@ -78,6 +78,7 @@ class CpuBackend {
     Tensor<T> rows;               // [N, H], grouped; empty: read through the routing from x
     std::vector<float> gate_up;   // [N, 2I]
     std::vector<T> act;           // [N, I]
+    index_t inter = 0;            // I (known with no rows too: the weight gradients are [.., 2I, H])
   };
 
   /// A grouped MLP's backward, before its weight gradients: the input gradient of each row
@@ -319,7 +320,7 @@ class CpuBackend {
                         const Tensor<float>& dout, const MlpBackward& b, std::span<const index_t> first,
                         std::span<const index_t> count, float* dgate_up, float* ddown, bool fresh) {
     const index_t H = dout.dim(1), groups = static_cast<index_t>(first.size());
-    const index_t N = dout.dim(0), I = N > 0 ? static_cast<index_t>(a.act.size()) / N : 0;
+    const index_t I = a.inter;
     cpu::RowSource<T> rows{a.rows.numel() > 0 ? a.rows.data() : x.data(), H};
     if (a.rows.numel() == 0 && through) rows.index = through->order.data(), rows.index_div = through->routing.top_k;
     std::vector<cpu::OuterTerm<T>> terms;
@@ -409,6 +410,7 @@ class CpuBackend {
     // Workspaces kept from one forward to the next: fresh pages for every forward cost more
     // than the activation itself. A training forward writes straight into what it keeps.
     if (keep) {
+      keep->inter = I;
       keep->gate_up.resize(static_cast<std::size_t>(N * I2));
       keep->act.resize(static_cast<std::size_t>(N * I));
     }

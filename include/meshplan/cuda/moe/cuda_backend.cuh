@@ -89,6 +89,7 @@ class CudaBackend {
     DeviceTensor<T> rows;          // [N, H], grouped; empty: read through the routing from x
     DeviceBuffer<float> gate_up;   // [N, 2I]
     DeviceBuffer<T> act;           // [N, I]
+    index_t inter = 0;             // I (known with no rows too: the weight gradients are [.., 2I, H])
   };
 
   /// A grouped MLP's backward, before its weight gradients: the input gradient of each row
@@ -328,8 +329,7 @@ class CudaBackend {
   void mlp_weight_grads(Context& c, const DeviceTensor<T>& x, const Routed* through, const Activations& a,
                         const DeviceTensor<float>& dout, const MlpBackward& b, std::span<const index_t> first,
                         std::span<const index_t> count, float* dgate_up, float* ddown, bool fresh) const {
-    const index_t H = dout.dim(1), N = dout.dim(0);
-    const index_t I = N > 0 ? static_cast<index_t>(a.act.size()) / N : 0;
+    const index_t H = dout.dim(1), I = a.inter;
     const bool grouped = a.rows.numel() > 0;
     const D* rows = device_cast(grouped ? a.rows.data() : x.data());
     const std::int32_t* index = !grouped && through ? through->order.data() : nullptr;
@@ -391,6 +391,7 @@ class CudaBackend {
   /// Where a forward keeps an MLP's activations for n rows of intermediate width I.
   static KeptActivations<D> kept(Activations* keep, index_t n, index_t I) {
     if (!keep) return {};
+    keep->inter = I;
     keep->gate_up.resize(static_cast<std::size_t>(n * 2 * I));
     keep->act.resize(static_cast<std::size_t>(n * I));
     return {keep->gate_up.data(), device_cast(keep->act.data())};
