@@ -790,7 +790,8 @@ class MoEBlock {
     return c;
   }
 
-  /// A zero fp32 tensor [rows, width] of the backend (ordered sums start from zeros).
+  /// A zero fp32 tensor [rows, width] of the backend (a new gradient's memory; the ordered
+  /// sums write every element, the zeros are the allocation's).
   tensor<float> zeros(Context& ctx, index_t rows, index_t width) {
     return backend_.place_rows(ctx, tensor<float>({0, width}), 0, rows);
   }
