@@ -139,6 +139,21 @@ inline ModelSpec model_from_config_json(std::string_view text) {
       m.v_head_dim = c.integer("v_head_dim");
       break;
   }
+  m.rms_norm_eps = c.number("rms_norm_eps", 1e-6);
+  // transformers 5 writes rope_parameters {rope_type, rope_theta}; older configs rope_theta
+  // and rope_scaling.
+  if (c.has("rope_parameters")) {
+    const detail::ConfigReader rope(j.at("rope_parameters"));
+    m.rope_theta = rope.number("rope_theta", m.rope_theta);
+    m.rope_scaled = rope.has("rope_type") && rope.text("rope_type") != "default";
+  }
+  m.rope_theta = c.number("rope_theta", m.rope_theta);
+  if (c.has("rope_scaling")) {
+    const detail::ConfigReader scaling(j.at("rope_scaling"));
+    for (const char* key : {"rope_type", "type"})
+      if (scaling.has(key) && scaling.text(key) != "default") m.rope_scaled = true;
+  }
+  if (m.family == Family::deepseek_v3) m.rope_interleave = c.boolean("rope_interleave", true);
   enforce(model_rules::check_config(m));
   return m;
 }

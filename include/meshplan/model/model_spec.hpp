@@ -64,6 +64,13 @@ struct ModelSpec {
   index_t qk_rope_head_dim = 0;
   index_t v_head_dim = 0;
 
+  // What running the model needs beyond the shapes (config.json; the presets keep
+  // transformers' defaults).
+  double rms_norm_eps = 1e-6;
+  double rope_theta = 10000.0;
+  bool rope_interleave = false;  // DeepSeek-V3: the rotary dims of q and k stored interleaved
+  bool rope_scaled = false;      // a rope scaling other than the default (not executed yet)
+
   constexpr bool is_moe() const noexcept { return num_experts > 0; }
   constexpr bool uses_mla() const noexcept { return family == Family::deepseek_v3; }
   constexpr index_t dense_layers() const noexcept {
