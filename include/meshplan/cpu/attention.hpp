@@ -58,6 +58,7 @@
 #include <vector>
 
 #include "meshplan/core/diagnostic.hpp"
+#include "meshplan/core/macros.hpp"
 #include "meshplan/core/size.hpp"
 #include "meshplan/cpu/fast_math.hpp"
 #include "meshplan/cpu/isa.hpp"
@@ -173,15 +174,15 @@ MESHPLAN_DENSE_FMA_TARGET inline void weighted_columns_avx2(const float* rows, i
   // The loops over k are unrolled so that acc lives in registers (at -O2 g++ would keep an
   // indexed array in memory).
   __m256 acc[K];
-#pragma GCC unroll 8
+MESHPLAN_UNROLL(8)
   for (int k = 0; k < K; ++k) acc[k] = _mm256_setzero_ps();
   for (index_t j = 0; j < n; ++j) {
     const __m256 a = _mm256_broadcast_ss(w + j);
     const float* r = rows + j * ld;
-#pragma GCC unroll 8
+MESHPLAN_UNROLL(8)
     for (int k = 0; k < K; ++k) acc[k] = _mm256_fmadd_ps(a, _mm256_loadu_ps(r + 8 * k), acc[k]);
   }
-#pragma GCC unroll 8
+MESHPLAN_UNROLL(8)
   for (int k = 0; k < K; ++k) _mm256_storeu_ps(out + 8 * k, acc[k]);
 }
 
@@ -231,15 +232,15 @@ MESHPLAN_DENSE_FMA_TARGET inline void update_columns_avx2(float* dst, index_t ld
   for (index_t j = 0; j < first + count; ++j) {
     float* d = dst + j * ld_dst;
     __m256 acc[K];
-#pragma GCC unroll 8
+MESHPLAN_UNROLL(8)
     for (int k = 0; k < K; ++k) acc[k] = _mm256_loadu_ps(d + 8 * k);
     for (index_t i = std::max(first, j); i < first + count; ++i) {
       const __m256 a = _mm256_broadcast_ss(coef + (i - first) * ld_coef + j);
       const float* r = src + i * ld_src;
-#pragma GCC unroll 8
+MESHPLAN_UNROLL(8)
       for (int k = 0; k < K; ++k) acc[k] = _mm256_fmadd_ps(a, _mm256_loadu_ps(r + 8 * k), acc[k]);
     }
-#pragma GCC unroll 8
+MESHPLAN_UNROLL(8)
     for (int k = 0; k < K; ++k) _mm256_storeu_ps(d + 8 * k, acc[k]);
   }
 }
