@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include "meshplan/core/diagnostic.hpp"
@@ -60,6 +61,16 @@ void for_each_outer(const std::vector<IndexRuns>& runs, F&& row) {
   }
 }
 
+/// A floating-point parameter stored as integers is a wrong checkpoint, not a conversion.
+template <class T>
+Message dtype_fits(const SafetensorsView& file, std::string_view name, FileDType stored) {
+  const bool integer_file = stored == FileDType::i32 || stored == FileDType::i64;
+  if (std::is_integral_v<T> || !integer_file) return {};
+  return Message::rule("tensor_dtype") << "tensor '" << name << "' of '" << file.source() << "' is stored as "
+                                       << to_string(stored) << "; a parameter needs a floating-point dtype "
+                                       << "(F32, BF16 or F16)";
+}
+
 inline std::string expert_name(std::string_view pattern, index_t e) {
   std::string s(pattern);
   const auto at = s.find("{}");
@@ -73,6 +84,7 @@ Tensor<T> read_piece(const SafetensorsView& file, std::string_view name, const L
   const TensorInfo& info = file.info(name);
   enforce(tensor_rules::shape_matches("tensor '" + std::string(name) + "' of '" + file.source() + "'", info.shape,
                                    layout.global_extents()));
+  enforce(detail::dtype_fits<T>(file, name, info.dtype));
   Tensor<T> piece(layout.local_extents(rank));
   if (piece.numel() == 0) return piece;
   const std::vector<IndexRuns> runs = detail::held_runs(layout, rank);
@@ -147,6 +159,7 @@ Tensor<T> read_block_piece(const SafetensorsView& file, std::string_view prefix,
     const TensorInfo& info = file.info(source);
     const std::vector<index_t> expected = down ? std::vector<index_t>{g[1], inter} : std::vector<index_t>{inter, g[2]};
     enforce(tensor_rules::shape_matches("tensor '" + source + "' of '" + file.source() + "'", info.shape, expected));
+    enforce(detail::dtype_fits<T>(file, source, info.dtype));
     const index_t own_row = down ? row : row % inter;
     for (const auto& r : runs.back()) {
       detail::convert_elements<T>(file.raw(info).data(), info.dtype,
