@@ -4,5 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 cmake --preset default >/dev/null
-cmake --build --preset default --target moe_demo
-exec build/default/examples/moe_demo "$@"
+cmake --build --preset default --target model_demo
+exec build/default/examples/model_demo "$@"
