@@ -115,7 +115,7 @@ TEST_CASE("a model trained on a mesh, saved gathered, loads back with the same w
       CHECK(same_bits(reloaded, trained));
       CHECK(reloaded_loss == loss);
       // The hub layout: experts one tensor per expert, as transformers writes them.
-      CHECK(saved.file().contains(family == "mixtral" ? "model.layers.1.block_sparse_moe.experts.7.w2.weight"
+      CHECK(saved.files().contains(family == "mixtral" ? "model.layers.1.block_sparse_moe.experts.7.w2.weight"
                                                       : "model.layers.1.mlp.experts.7.down_proj.weight"));
     };
     if (family == "deepseek_v3") check.template operator()<mp::plans::deepseek_v3::etp<>>(Mesh{2, 2, 2});
@@ -147,4 +147,45 @@ TEST_CASE("a per-rank save reloads onto another mesh and plan", "[model][checkpo
   CHECK(std::abs(one_loss - loss) <= 1e-5 * std::abs(loss));
   CHECK(std::abs(tp4_loss - loss) <= 1e-5 * std::abs(loss));
   CHECK_THROWS_WITH(mp::ShardedCheckpoint(golden("qwen3_moe")), Catch::Contains("rank-0-of-N.safetensors"));
+}
+
+TEST_CASE("a checkpoint split over several files by model.safetensors.index.json", "[model][checkpoint]") {
+  // The golden Mixtral checkpoint cut into three files (experts of one layer spread over two
+  // of them), as transformers saves large models.
+  TempDir dir("index");
+  fs::create_directories(dir.path);
+  fs::copy_file(golden("mixtral") + "/config.json", dir.path / "config.json");
+  mp::SafetensorsFile whole(golden("mixtral") + "/model.safetensors");
+  mp::SafetensorsWriter parts[3];
+  std::string index = "{\"metadata\": {}, \"weight_map\": {";
+  std::size_t i = 0;
+  for (const auto& t : whole.tensors()) {
+    const std::size_t part = i++ % 3;
+    parts[part].add(t.name, whole.read<float>(t.name));
+    index += (i > 1 ? ", \"" : "\"") + t.name + "\": \"model-0000" + std::to_string(part + 1) + "-of-00003.safetensors\"";
+  }
+  index += "}}";
+  for (std::size_t p = 0; p < 3; ++p)
+    parts[p].write((dir.path / ("model-0000" + std::to_string(p + 1) + "-of-00003.safetensors")).string());
+  std::ofstream(dir.path / "model.safetensors.index.json") << index;
+
+  const mp::ModelCheckpoint one_file(golden("mixtral")), split(dir.path.string());
+  const Mesh mesh{1, 2, 2};
+  const auto [a, loss_a] = run<mp::plans::mixtral::etp<>>(one_file.spec(), one_file.source(), mesh, 0);
+  const auto [b, loss_b] = run<mp::plans::mixtral::etp<>>(split.spec(), split.source(), mesh, 0);
+  CHECK(same_bits(a, b));
+  CHECK(loss_a == loss_b);
+
+  // A tensor the index does not list is named with the index; a file it names that is
+  // missing, with that file.
+  std::ofstream(dir.path / "model.safetensors.index.json")
+      << "{\"weight_map\": {\"lm_head.weight\": \"model-00001-of-00003.safetensors\"}}";
+  const mp::ModelCheckpoint partial(dir.path.string());
+  CHECK_THROWS_WITH(run<mp::plans::mixtral::etp<>>(partial.spec(), partial.source(), mesh, 0),
+                    Catch::Contains("model.safetensors.index.json' has no tensor"));
+  std::ofstream(dir.path / "model.safetensors.index.json")
+      << "{\"weight_map\": {\"lm_head.weight\": \"model-00009-of-00009.safetensors\"}}";
+  CHECK_THROWS_WITH(mp::ModelCheckpoint(dir.path.string()), Catch::Contains("model-00009-of-00009.safetensors"));
+  std::ofstream(dir.path / "model.safetensors.index.json") << "{\"weights\": 1}";
+  CHECK_THROWS_WITH(mp::ModelCheckpoint(dir.path.string()), Catch::Contains("checkpoint_index"));
 }

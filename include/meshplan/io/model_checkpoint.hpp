@@ -1,7 +1,8 @@
 #pragma once
 // A transformers checkpoint directory as a model's source: config.json and
-// model.safetensors, each rank reading only its pieces (shard-on-read). MoE blocks read
-// fused experts or per-expert hub names alike (io/shard_read.hpp).
+// model.safetensors, or model.safetensors.index.json and the files it names (how
+// transformers saves large models), each rank reading only its pieces (shard-on-read). MoE
+// blocks read fused experts or per-expert hub names alike (io/shard_read.hpp).
 //
 //   mp::ModelCheckpoint ckpt("path/to/dir");
 //   mp::nn::CausalLM<Mesh, Plan> model(ckpt.spec(), mesh, rank, ckpt.source());
@@ -18,6 +19,7 @@
 #include "meshplan/io/config_json.hpp"
 #include "meshplan/io/moe_checkpoint.hpp"
 #include "meshplan/io/safetensors.hpp"
+#include "meshplan/io/safetensors_set.hpp"
 #include "meshplan/io/shard_read.hpp"
 #include "meshplan/nn/causal_lm.hpp"
 
@@ -28,25 +30,25 @@ class ModelCheckpoint {
   explicit ModelCheckpoint(const std::string& dir) : dir_(dir) {
     const std::filesystem::path root(dir);
     spec_ = model_from_config_file((root / "config.json").string());
-    const std::filesystem::path weights = root / "model.safetensors";
-    if (!std::filesystem::exists(weights)) {
-      Message m = Message::rule("checkpoint_files");
-      m << "checkpoint '" << dir << "' has no model.safetensors";
-      if (std::filesystem::exists(root / "model.safetensors.index.json"))
-        m << " (a sharded checkpoint with model.safetensors.index.json is not read yet)";
-      throw RuleViolation(m);
-    }
-    file_ = std::make_shared<SafetensorsFile>(weights.string());
+    const std::filesystem::path weights = root / "model.safetensors", index = root / "model.safetensors.index.json";
+    if (std::filesystem::exists(weights))
+      file_ = std::make_shared<SafetensorsSet>(SafetensorsSet::single(weights.string()));
+    else if (std::filesystem::exists(index))
+      file_ = std::make_shared<SafetensorsSet>(SafetensorsSet::from_index(index.string()));
+    else
+      throw RuleViolation(Message::rule("checkpoint_files")
+                          << "checkpoint '" << dir << "' has neither model.safetensors nor model.safetensors.index.json");
   }
 
   const ModelSpec& spec() const noexcept { return spec_; }
-  const SafetensorsFile& file() const noexcept { return *file_; }
+  /// The checkpoint's tensors, whichever files hold them.
+  const SafetensorsSet& files() const noexcept { return *file_; }
 
   /// The source a CausalLM loads from; it keeps the mapped file alive.
   nn::ModelSource source() const {
-    std::shared_ptr<SafetensorsFile> f = file_;
+    std::shared_ptr<SafetensorsSet> f = file_;
     return {[f](const std::string& name, const LayoutSpec& layout, index_t rank) {
-              return read_piece<float>(f->view(), name, layout, rank);
+              return read_piece<float>(*f, name, layout, rank);
             },
             [f](const std::string& block) {
               // Mixtral's hub checkpoints keep the block under block_sparse_moe.
@@ -56,7 +58,7 @@ class ModelCheckpoint {
                   std::string alt = block.substr(0, at) + "block_sparse_moe.";
                   if (f->contains(alt + "gate.weight")) prefix = alt;
                 }
-              MoEWeightLoader<float> l = moe_weights_from<float>(f->view(), prefix);
+              MoEWeightLoader<float> l = moe_weights_from<float>(*f, prefix);
               // The loader refers to the view; keep the file with it.
               return MoEWeightLoader<float>{[f, w = std::move(l.weight)](std::string_view n, const LayoutSpec& s,
                                                                         index_t r) { return w(n, s, r); },
@@ -68,7 +70,7 @@ class ModelCheckpoint {
  private:
   std::string dir_;
   ModelSpec spec_;
-  std::shared_ptr<SafetensorsFile> file_;
+  std::shared_ptr<SafetensorsSet> file_;
 };
 
 }  // namespace meshplan

@@ -21,8 +21,8 @@ namespace meshplan {
 
 /// Shard-on-read: every rank reads only its pieces. The view must outlive the block's
 /// construction.
-template <StorageType T>
-MoEWeightLoader<T> moe_weights_from(const SafetensorsView& file, std::string prefix = "") {
+template <StorageType T, TensorFile File>
+MoEWeightLoader<T> moe_weights_from(const File& file, std::string prefix = "") {
   return {[&file, prefix](std::string_view name, const LayoutSpec& layout, index_t rank) {
             return read_block_piece<T>(file, prefix, name, layout, rank);
           },

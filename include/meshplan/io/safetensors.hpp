@@ -178,6 +178,8 @@ class SafetensorsView {
   }
 
   const std::string& source() const noexcept { return source_; }
+  /// The file holding tensor `name` (this one; a set of files answers per tensor).
+  const std::string& source_of(std::string_view /*name*/) const noexcept { return source_; }
   const std::vector<TensorInfo>& tensors() const noexcept { return tensors_; }
   const std::map<std::string, std::string>& metadata() const noexcept { return metadata_; }
 

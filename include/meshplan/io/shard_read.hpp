@@ -62,11 +62,11 @@ void for_each_outer(const std::vector<IndexRuns>& runs, F&& row) {
 }
 
 /// A floating-point parameter stored as integers is a wrong checkpoint, not a conversion.
-template <class T>
-Message dtype_fits(const SafetensorsView& file, std::string_view name, FileDType stored) {
+template <class T, class File>
+Message dtype_fits(const File& file, std::string_view name, FileDType stored) {
   const bool integer_file = stored == FileDType::i32 || stored == FileDType::i64;
   if (std::is_integral_v<T> || !integer_file) return {};
-  return Message::rule("tensor_dtype") << "tensor '" << name << "' of '" << file.source() << "' is stored as "
+  return Message::rule("tensor_dtype") << "tensor '" << name << "' of '" << file.source_of(name) << "' is stored as "
                                        << to_string(stored) << "; a parameter needs a floating-point dtype "
                                        << "(F32, BF16 or F16)";
 }
@@ -78,11 +78,22 @@ inline std::string expert_name(std::string_view pattern, index_t e) {
 }
 }  // namespace detail
 
+/// What shard-on-read reads from: one safetensors file (SafetensorsView) or a checkpoint's
+/// set of files (SafetensorsSet): tensors by name, their bytes, and the file to name in
+/// messages.
+template <class F>
+concept TensorFile = requires(const F& f, std::string_view name, const TensorInfo& info) {
+  { f.contains(name) } -> std::convertible_to<bool>;
+  { f.info(name) } -> std::convertible_to<const TensorInfo&>;
+  { f.raw(info) } -> std::convertible_to<std::span<const std::byte>>;
+  { f.source_of(name) } -> std::convertible_to<const std::string&>;
+};
+
 /// The piece of tensor `name` that `rank` holds under `layout`.
-template <class T>
-Tensor<T> read_piece(const SafetensorsView& file, std::string_view name, const LayoutSpec& layout, index_t rank) {
+template <class T, TensorFile File>
+Tensor<T> read_piece(const File& file, std::string_view name, const LayoutSpec& layout, index_t rank) {
   const TensorInfo& info = file.info(name);
-  enforce(tensor_rules::shape_matches("tensor '" + std::string(name) + "' of '" + file.source() + "'", info.shape,
+  enforce(tensor_rules::shape_matches("tensor '" + std::string(name) + "' of '" + file.source_of(name) + "'", info.shape,
                                    layout.global_extents()));
   enforce(detail::dtype_fits<T>(file, name, info.dtype));
   Tensor<T> piece(layout.local_extents(rank));
@@ -130,19 +141,19 @@ inline Message block_tensor_missing(std::string_view source, std::string_view pr
 /// The piece of one MoE block parameter (transformers-5 name without the layer prefix, e.g.
 /// "experts.gate_up_proj") under `prefix` (e.g. "model.layers.3.mlp."), fused in the file or
 /// merged from one tensor per expert.
-template <class T>
-Tensor<T> read_block_piece(const SafetensorsView& file, std::string_view prefix, std::string_view name,
+template <class T, TensorFile File>
+Tensor<T> read_block_piece(const File& file, std::string_view prefix, std::string_view name,
                            const LayoutSpec& layout, index_t rank) {
   const std::string full = std::string(prefix) + std::string(name);
   if (file.contains(full)) return read_piece<T>(file, full, layout, rank);
   const bool gate_up = name == "experts.gate_up_proj", down = name == "experts.down_proj";
-  if (!gate_up && !down) throw RuleViolation(io_rules::tensor_missing(file.source(), full));
+  if (!gate_up && !down) throw RuleViolation(io_rules::tensor_missing(file.source_of(full), full));
 
   // One tensor per expert: find which naming the file uses.
   const ExpertNaming* naming = nullptr;
   for (const ExpertNaming* n : {&hub_expert_naming, &mixtral_expert_naming})
     if (file.contains(std::string(prefix) + detail::expert_name(n->gate, 0))) naming = n;
-  if (!naming) throw RuleViolation(io_rules::block_tensor_missing(file.source(), prefix, name));
+  if (!naming) throw RuleViolation(io_rules::block_tensor_missing(file.source_of(full), prefix, name));
 
   const std::vector<index_t>& g = layout.global_extents();  // gate_up [E, 2I, H]; down [E, H, I]
   enforce(tensor_rules::shape_matches("the fused experts' layout", {static_cast<index_t>(g.size())}, {3}));
@@ -158,7 +169,7 @@ Tensor<T> read_block_piece(const SafetensorsView& file, std::string_view prefix,
     const std::string source = std::string(prefix) + detail::expert_name(pattern, e);
     const TensorInfo& info = file.info(source);
     const std::vector<index_t> expected = down ? std::vector<index_t>{g[1], inter} : std::vector<index_t>{inter, g[2]};
-    enforce(tensor_rules::shape_matches("tensor '" + source + "' of '" + file.source() + "'", info.shape, expected));
+    enforce(tensor_rules::shape_matches("tensor '" + source + "' of '" + file.source_of(source) + "'", info.shape, expected));
     enforce(detail::dtype_fits<T>(file, source, info.dtype));
     const index_t own_row = down ? row : row % inter;
     for (const auto& r : runs.back()) {
