@@ -13,6 +13,7 @@
 #include <string_view>
 #include <vector>
 
+#include "demo_format.hpp"
 #include "meshplan/comm/host_capacity.hpp"
 #include "meshplan/comm/thread_comm.hpp"
 #include "meshplan/model/presets.hpp"
@@ -105,15 +106,6 @@ Trained train(const Options& o, const mp::ModelSpec& spec, const Mesh& mesh) {
   return t;
 }
 
-std::string human(double bytes) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB"};
-  int u = 0;
-  while (bytes >= 1024 && u < 3) bytes /= 1024, ++u;
-  char buf[32];
-  std::snprintf(buf, sizeof buf, u ? "%.2f %s" : "%.0f %s", bytes, units[u]);
-  return buf;
-}
-
 template <class Plan>
 int run(const Options& o, const mp::ModelSpec& spec, const Mesh& mesh, std::string_view plan_name) {
   const mp::MeshSpec mesh_spec(mesh);
@@ -148,7 +140,7 @@ int run(const Options& o, const mp::ModelSpec& spec, const Mesh& mesh, std::stri
   std::printf("\nwhat rank 0 of the mesh sent over %lld steps (forward and backward):\n",
               static_cast<long long>(o.steps));
   for (const auto& [label, e] : many.stats.by_label)
-    std::printf("  %-28s %6lld calls  %s\n", label.c_str(), static_cast<long long>(e.calls), human(e.bytes).c_str());
+    std::printf("  %-28s %6lld calls  %s\n", label.c_str(), static_cast<long long>(e.calls), demo_format::human_bytes(e.bytes).c_str());
   std::printf("\none rank %.3f s, the mesh %.3f s (simulated ranks share this machine's cores)\n", one.seconds,
               many.seconds);
   std::printf("check: %s\n", agree ? (moves_data_only ? "the mesh's losses are one rank's, bit for bit"

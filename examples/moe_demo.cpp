@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "demo_format.hpp"
 #include "meshplan/comm/host_capacity.hpp"
 #include "meshplan/comm/thread_comm.hpp"
 #include "meshplan/model/presets.hpp"
@@ -62,15 +63,6 @@ std::string shape(const std::vector<index_t>& s) {
   std::string r = "[";
   for (std::size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
   return r + "]";
-}
-
-std::string human(double bytes) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB"};
-  int u = 0;
-  while (bytes >= 1024 && u < 3) bytes /= 1024, ++u;
-  char buf[32];
-  std::snprintf(buf, sizeof buf, u ? "%.2f %s" : "%.0f %s", bytes, units[u]);
-  return buf;
 }
 
 template <class Plan, class T>
@@ -175,7 +167,7 @@ int run(const Options& o, const Mesh& mesh, std::string_view plan_name) {
     }
   std::printf("\nbytes sent by all ranks, per collective:\n");
   for (const auto& [label, e] : by_label)
-    std::printf("  %-12s %6lld calls  %12s\n", label.c_str(), static_cast<long long>(e.calls), human(e.bytes).c_str());
+    std::printf("  %-12s %6lld calls  %12s\n", label.c_str(), static_cast<long long>(e.calls), demo_format::human_bytes(e.bytes).c_str());
 
   // The check: the same block on one rank, plainly.
   const mp::Tensor<T> ref = mp::reference_moe_forward(model, weights, x);

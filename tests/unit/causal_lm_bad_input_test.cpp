@@ -17,6 +17,7 @@
 #include "meshplan/io/safetensors.hpp"
 #include "meshplan/nn/causal_lm.hpp"
 #include "meshplan/plan/builtin/registry.hpp"
+#include "../support/model_files.hpp"
 
 namespace mp = meshplan;
 using mp::index_t;
@@ -26,21 +27,17 @@ namespace {
 
 using Mesh = mp::DeviceMesh<mp::Axis<"dp">, mp::Axis<"ep">, mp::Axis<"tp">>;
 
-std::string golden(std::string_view family) {
-  return std::string(MESHPLAN_TEST_DATA) + "/golden/models/" + std::string(family);
-}
+using model_files::golden;
 
 /// A scratch copy of a golden checkpoint whose model.safetensors the caller rewrites.
 struct ScratchCheckpoint {
+  model_files::TempDir scratch;
   fs::path dir;
-  explicit ScratchCheckpoint(std::string_view family, std::string_view tag) {
-    dir = fs::temp_directory_path() / ("meshplan_bad_" + std::string(family) + "_" + std::string(tag) + "_" +
-                                       std::to_string(::getpid()));
-    fs::remove_all(dir);
+  ScratchCheckpoint(std::string_view family, std::string_view tag)
+      : scratch("bad_" + std::string(family) + "_" + std::string(tag)), dir(scratch.path) {
     fs::create_directories(dir);
     fs::copy_file(golden(family) + "/config.json", dir / "config.json");
   }
-  ~ScratchCheckpoint() { fs::remove_all(dir); }
 
   /// model.safetensors with `edit(name, tensor, writer)` deciding what each tensor becomes.
   template <class Edit>

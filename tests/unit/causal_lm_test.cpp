@@ -19,6 +19,7 @@
 #include "meshplan/io/safetensors.hpp"
 #include "meshplan/nn/causal_lm.hpp"
 #include "meshplan/plan/builtin/registry.hpp"
+#include "../support/model_files.hpp"
 #include "../support/moe_cases.hpp"
 
 namespace mp = meshplan;
@@ -29,16 +30,8 @@ namespace {
 
 using Mesh = mp::DeviceMesh<mp::Axis<"dp">, mp::Axis<"ep">, mp::Axis<"tp">>;
 
-std::string model_dir(std::string_view family) {
-  return std::string(MESHPLAN_TEST_DATA) + "/golden/models/" + std::string(family);
-}
-
-mp::nn::TokenBatch golden_batch(const std::string& dir) {
-  mp::SafetensorsFile input(dir + "/input.safetensors");
-  const auto ids = input.read<std::int64_t>("input_ids");
-  const auto labels = input.read<std::int64_t>("labels");
-  return {ids.dim(0), ids.dim(1), ids.vector(), labels.vector()};
-}
+using model_files::golden_batch;
+const auto model_dir = model_files::golden;
 
 /// What a run gives, put back together: whole logits [B * S, V], the loss per step, and
 /// every parameter's whole gradient by checkpoint name (after the first step).

@@ -16,6 +16,7 @@
 #include "meshplan/io/model_save.hpp"
 #include "meshplan/nn/causal_lm.hpp"
 #include "meshplan/plan/builtin/registry.hpp"
+#include "../support/model_files.hpp"
 
 namespace mp = meshplan;
 using mp::index_t;
@@ -25,9 +26,8 @@ namespace {
 
 using Mesh = mp::DeviceMesh<mp::Axis<"dp">, mp::Axis<"ep">, mp::Axis<"tp">>;
 
-std::string golden(std::string_view family) {
-  return std::string(MESHPLAN_TEST_DATA) + "/golden/models/" + std::string(family);
-}
+using model_files::golden;
+using model_files::TempDir;
 std::string read_text(const std::string& path) {
   std::ifstream in(path);
   std::stringstream s;
@@ -35,21 +35,7 @@ std::string read_text(const std::string& path) {
   return s.str();
 }
 
-struct TempDir {
-  fs::path path;
-  explicit TempDir(std::string_view tag)
-      : path(fs::temp_directory_path() / ("meshplan_save_" + std::string(tag) + "_" + std::to_string(::getpid()))) {
-    fs::remove_all(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
-
-mp::nn::TokenBatch batch() {
-  mp::SafetensorsFile input(golden("qwen3_moe") + "/input.safetensors");
-  const auto ids = input.read<std::int64_t>("input_ids");
-  const auto labels = input.read<std::int64_t>("labels");
-  return {ids.dim(0), ids.dim(1), ids.vector(), labels.vector()};
-}
+mp::nn::TokenBatch batch() { return model_files::golden_batch(golden("qwen3_moe")); }
 
 /// Logits [B * S, V] and loss of a forward on `mesh` from `source`, after `steps` SGD steps
 /// (lr 0.1); with `save`, every rank calls save(comm, model) at the end.
@@ -102,7 +88,7 @@ TEST_CASE("a model trained on a mesh, saved gathered, loads back with the same w
   for (std::string_view family : {"qwen3_moe", "mixtral", "deepseek_v3"}) {
     INFO(family);
     const mp::ModelCheckpoint ckpt(golden(family));
-    TempDir dir(std::string(family) + "_gathered");
+    TempDir dir("save_" + std::string(family) + "_gathered");
     const std::string config = read_text(golden(family) + "/config.json");
     auto check = [&]<class Plan>(Mesh mesh) {
       // Two steps on the mesh, then its logits; saved; loaded on one rank: the same logits
@@ -127,7 +113,7 @@ TEST_CASE("a model trained on a mesh, saved gathered, loads back with the same w
 TEST_CASE("a per-rank save reloads onto another mesh and plan", "[model][checkpoint]") {
   const mp::ModelCheckpoint ckpt(golden("qwen3_moe"));
   const std::string config = read_text(golden("qwen3_moe") + "/config.json");
-  TempDir dir("sharded");
+  TempDir dir("save_sharded");
   const auto [trained, loss] =
       run<mp::plans::qwen3_moe::ep_sp<>>(ckpt.spec(), ckpt.source(), Mesh{2, 2, 2}, 1, [&](auto& comm, auto& model) {
         mp::save_sharded(comm, model, dir.path.string(), config);
@@ -152,7 +138,7 @@ TEST_CASE("a per-rank save reloads onto another mesh and plan", "[model][checkpo
 TEST_CASE("a checkpoint split over several files by model.safetensors.index.json", "[model][checkpoint]") {
   // The golden Mixtral checkpoint cut into three files (experts of one layer spread over two
   // of them), as transformers saves large models.
-  TempDir dir("index");
+  TempDir dir("save_index");
   fs::create_directories(dir.path);
   fs::copy_file(golden("mixtral") + "/config.json", dir.path / "config.json");
   mp::SafetensorsFile whole(golden("mixtral") + "/model.safetensors");

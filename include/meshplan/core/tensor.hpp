@@ -2,6 +2,7 @@
 // Tensor<T>: a row-major host tensor that owns its elements. The CPU reference works on
 // these; T is a storage type (float or bfloat16) or float for fp32 intermediates.
 
+#include <algorithm>
 #include <cstddef>
 #include <initializer_list>
 #include <span>
@@ -113,6 +114,16 @@ Tensor<To> convert(const Tensor<From>& t) {
     if constexpr (std::is_same_v<To, From>) out[i] = t[i];
     else out[i] = from_float<To>(to_float(t[i]));
   }
+  return out;
+}
+
+/// Columns [first, first + count) of a matrix [rows, cols], as a matrix of their own.
+template <class T>
+Tensor<T> column_block(const Tensor<T>& m, index_t first, index_t count) {
+  const index_t rows = m.dim(0), ld = m.dim(1);
+  Tensor<T> out({rows, count});
+  for (index_t r = 0; r < rows; ++r)
+    std::copy_n(m.data() + r * ld + first, count, out.data() + r * count);
   return out;
 }
 

@@ -91,9 +91,9 @@ class GqaAttention {
     k.x = scope_.enter(comm, x_in, "attention gather");
     const index_t T = k.x.dim(0), d = shape_.head_dim, nq = shape_.heads * d, nk = shape_.kv_heads * d;
     const Tensor<float> qkv = qkv_.forward(c, k.x);
-    k.q = columns(qkv, 0, nq);
-    k.k = columns(qkv, nq, nk);
-    k.v = columns(qkv, nq + nk, nk);
+    k.q = column_block(qkv, 0, nq);
+    k.k = column_block(qkv, nq, nk);
+    k.v = column_block(qkv, nq + nk, nk);
     if (q_norm_) k.q = q_norm_->forward(k.q, &k.q_norm);
     if (k_norm_) k.k = k_norm_->forward(k.k, &k.k_norm);
     const cpu::RopeTable rope(seq.positions, d, shape_.rope_theta);
@@ -153,13 +153,6 @@ class GqaAttention {
   }
 
  private:
-  static Tensor<float> columns(const Tensor<float>& m, index_t first, index_t count) {
-    const index_t rows = m.dim(0), ld = m.dim(1);
-    Tensor<float> out({rows, count});
-    for (index_t r = 0; r < rows; ++r) std::copy_n(m.data() + r * ld + first, count, out.data() + r * count);
-    return out;
-  }
-
   Param q_, k_, v_, o_;
   std::optional<RmsNorm> q_norm_, k_norm_;
   std::optional<Group> norm_grad_group_;

@@ -95,12 +95,8 @@ class MlaAttention {
       k.q = q_piece_.forward(c, k.x);
     }
     const Tensor<float> latent = kv_a_piece_.forward(c, k.x);  // [T, kv_lora + rope]
-    Tensor<float> kv({T, s.kv_lora}), k_rope({T, s.rope});
-    for (index_t t = 0; t < T; ++t) {
-      const float* row = latent.data() + t * (s.kv_lora + s.rope);
-      std::copy_n(row, s.kv_lora, kv.data() + t * s.kv_lora);
-      std::copy_n(row + s.kv_lora, s.rope, k_rope.data() + t * s.rope);
-    }
+    const Tensor<float> kv = column_block(latent, 0, s.kv_lora);
+    Tensor<float> k_rope = column_block(latent, s.kv_lora, s.rope);
     k.kv_normed = kv_a_norm_.forward(kv, &k.kv_norm);
     const Tensor<float> kvb = kv_b_piece_.forward(c, k.kv_normed);  // [T, nh * (nope + v)]
     const cpu::RopeTable table(seq.positions, s.rope, s.rope_theta);
@@ -159,14 +155,9 @@ class MlaAttention {
     if (heads_split_) comm.all_reduce(dlatent.span(), heads_split_->group, ReduceOp::sum, "mla latent grads");
 
     Tensor<float> dkv_rope({T, s.kv_lora + s.rope});  // the gradient of kv_a_proj's output
-    Tensor<float> dkv({T, s.kv_lora}), dq_latent({T, ql});
-    for (index_t t = 0; t < T; ++t) {
-      std::copy_n(dlatent.data() + t * width, ql, dq_latent.data() + t * ql);
-      std::copy_n(dlatent.data() + t * width + ql, s.kv_lora, dkv.data() + t * s.kv_lora);
-    }
-    const Tensor<float> dkv_in = kv_a_norm_.backward(comm, dkv, k.kv_norm);
-    Tensor<float> dk_rope({T, s.rope});
-    for (index_t t = 0; t < T; ++t) std::copy_n(dlatent.data() + t * width + ql + s.kv_lora, s.rope, dk_rope.data() + t * s.rope);
+    const Tensor<float> dq_latent = column_block(dlatent, 0, ql);
+    const Tensor<float> dkv_in = kv_a_norm_.backward(comm, column_block(dlatent, ql, s.kv_lora), k.kv_norm);
+    Tensor<float> dk_rope = column_block(dlatent, ql + s.kv_lora, s.rope);
     cpu::rope_backward(dk_rope.data(), T, 1, s.rope, 0, s.rope, table, s.interleaved);
     for (index_t t = 0; t < T; ++t) {
       std::copy_n(dkv_in.data() + t * s.kv_lora, s.kv_lora, dkv_rope.data() + t * (s.kv_lora + s.rope));

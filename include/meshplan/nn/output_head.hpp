@@ -107,7 +107,7 @@ class OutputHead {
                                   dlogits.data(), V);
     // Whole logits were gathered from pieces: the rank's piece of their gradient.
     const index_t mine = piece_.out();
-    Tensor<float> dlocal = (split_ && !loss_parallel()) ? vocab_columns(dlogits, begin_, mine) : std::move(dlogits);
+    Tensor<float> dlocal = (split_ && !loss_parallel()) ? column_block(dlogits, begin_, mine) : std::move(dlogits);
     Tensor<float> dx({T, H});
     piece_.backward_input(c, dlocal.data(), T, mine, dx.data(), H);
     GradientSum s{tokens_, {&w_}, [&](bool fresh) {
@@ -132,13 +132,6 @@ class OutputHead {
       for (index_t t = 0; t < T; ++t)
         std::copy_n(pieces.data() + (m * T + t) * Vl, Vl, whole.data() + t * Vl * n + m * Vl);
     return whole;
-  }
-
-  static Tensor<float> vocab_columns(const Tensor<float>& m, index_t first, index_t count) {
-    const index_t rows = m.dim(0), ld = m.dim(1);
-    Tensor<float> out({rows, count});
-    for (index_t r = 0; r < rows; ++r) std::copy_n(m.data() + r * ld + first, count, out.data() + r * count);
-    return out;
   }
 
   Param w_;
