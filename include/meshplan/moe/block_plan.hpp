@@ -16,9 +16,6 @@
 
 namespace meshplan {
 
-/// How partial sums over an axis are finished.
-enum class PartialReduce : unsigned char { none, all_reduce, reduce_scatter };
-
 struct MoEHook {
   std::string_view axis;
   Act from = Act::replicate;
@@ -49,35 +46,34 @@ constexpr const EntrySpec* entry_for(std::span<const EntrySpec> plan, std::strin
   return m.count == 1 ? &plan[m.first] : nullptr;
 }
 
-/// The axis a style (on `param`'s entry) splits a dim with, and the reduce its output needs.
-constexpr void split_of(std::span<const EntrySpec> plan, std::string_view param, std::string_view& axis,
+/// The axis a style (on `param`'s entry, a down projection of kind `kind`) splits the
+/// contracted dim with, and the reduce its output needs: the style's partial sums at that
+/// step (style table: rowwise, expert_tp and their reduce-scatter forms).
+constexpr void split_of(std::span<const EntrySpec> plan, std::string_view param, ParamKind kind, std::string_view& axis,
                         PartialReduce& reduce) noexcept {
   const EntrySpec* e = entry_for(plan, param);
   if (!e) return;
-  for (const auto& s : e->style_list()) switch (s.kind) {
-      case StyleKind::expert_tp:
-      case StyleKind::rowwise:
-        axis = s.axis;
-        reduce = PartialReduce::all_reduce;
-        break;
-      case StyleKind::expert_tp_reduce_scatter:
-      case StyleKind::rowwise_reduce_scatter:
-        axis = s.axis;
-        reduce = PartialReduce::reduce_scatter;
-        break;
-      default: break;
+  for (const auto& s : e->style_list()) {
+    const Reduction& r = style_info(s.kind).reduce;
+    if (r.how != PartialReduce::none && happens_at(r.at, {kind})) {
+      axis = s.axis;
+      reduce = r.how;
     }
+  }
 }
 }  // namespace detail
 
 constexpr MoEBlockPlan moe_block_plan(std::span<const EntrySpec> plan) noexcept {
   MoEBlockPlan p;
+  // Which style is which is a kind compared (the EP style, the entry and exit hooks); what
+  // a style does is read from the style table (split_of).
   if (const EntrySpec* e = detail::entry_for(plan, "layers.*.mlp.experts.gate_up_proj"))
     for (const auto& s : e->style_list())
       if (s.kind == StyleKind::moe_experts) p.ep_axis = s.axis;
   // The down projection decides how the split intermediate dim is summed.
-  detail::split_of(plan, "layers.*.mlp.experts.down_proj", p.expert_tp_axis, p.expert_reduce);
-  detail::split_of(plan, "layers.*.mlp.shared_experts.down_proj.weight", p.shared_tp_axis, p.shared_reduce);
+  detail::split_of(plan, "layers.*.mlp.experts.down_proj", ParamKind::experts_down, p.expert_tp_axis, p.expert_reduce);
+  detail::split_of(plan, "layers.*.mlp.shared_experts.down_proj.weight", ParamKind::linear, p.shared_tp_axis,
+                   p.shared_reduce);
   for (const auto& e : plan)
     if (e.is_hook_entry() && matches_module(e.pattern, "layers.*.mlp"))
       for (const auto& s : e.style_list()) {

@@ -13,17 +13,19 @@
 // all_gather and reduce_scatter (n-1)/n, all_to_all (n-1)/n (routing assumed uniform, so
 // that share of the rows goes to other ranks).
 //
-// Forward collectives come from the styles: rowwise all-reduces (or reduce-scatters) its
-// partial sums, vocab-parallel embeddings all-reduce, colwise_gather_output all-gathers,
-// gather hooks all-gather, expert parallelism all-to-alls the routed rows out and back,
-// expert tensor parallelism all-reduces the combined output, loss_parallel all-reduces
-// three fp32 values per token. Backward: every activation that is replicated on an axis
-// and read by a module with split weights gets a partial gradient, reduced once per
-// activation (all-reduce, or reduce-scatter where a gather hook produced it); the adjoint
-// of a reduce-scatter is an all-gather, of a token split an all-gather, of an all-to-all
-// an all-to-all. Gradients of parameters that are replicated on an axis where their
-// inputs differ between ranks (data, expert or sequence parallel axes, head-sharded
-// norms) are all-reduced once per training step.
+// Forward and backward collectives come from the styles' entries in the style table
+// (style_table.hpp: each style's partial-sum reduction and its other collectives, at which
+// steps of its module, moving what) and from the hooks: rowwise all-reduces (or
+// reduce-scatters) its partial sums, vocab-parallel embeddings all-reduce,
+// colwise_gather_output all-gathers, gather hooks all-gather, expert parallelism
+// all-to-alls the routed rows out and back, expert tensor parallelism all-reduces the
+// combined output, loss_parallel all-reduces three fp32 values per token. Backward: every
+// activation that is replicated on an axis and read by a module with split weights gets a
+// partial gradient, reduced once per activation (all-reduce, or reduce-scatter where a
+// gather hook produced it); the adjoint of a reduce-scatter is an all-gather, of a token
+// split an all-gather, of an all-to-all an all-to-all. Gradients of parameters that are
+// replicated on an axis where their inputs differ between ranks (data, expert or sequence
+// parallel axes, head-sharded norms) are all-reduced once per training step.
 
 #include <cstddef>
 #include <optional>
@@ -139,21 +141,6 @@ constexpr index_t in_width(const ParamInfo& p, const ModelSpec& m) noexcept {
   }
 }
 
-/// Styles that read a replicated activation with split weights: the activation's gradient
-/// is partial over the axis.
-constexpr bool reads_replicated_with_split_weights(StyleKind k, ParamKind p) noexcept {
-  switch (k) {
-    case StyleKind::colwise:
-    case StyleKind::packed_colwise:
-    case StyleKind::colwise_gather_output:
-    case StyleKind::loss_parallel: return true;
-    case StyleKind::vocab_parallel:
-    case StyleKind::vocab_parallel_reduce_scatter: return false;  // token ids have no gradient
-    case StyleKind::expert_tp:
-    case StyleKind::expert_tp_reduce_scatter: return p == ParamKind::experts_gate_up;
-    default: return false;
-  }
-}
 }  // namespace detail
 
 inline CostReport cost_model(const ModelSpec& model, const MeshSpec& mesh, std::span<const EntrySpec> plan,
@@ -243,77 +230,69 @@ inline CostReport cost_model(const ModelSpec& model, const MeshSpec& mesh, std::
         }
         continue;
       }
-      if (step.kind == FlowStepKind::loss) {
-        if (style.kind == StyleKind::loss_parallel) add(section.forward, Collective::all_reduce, 3 * t * 4, where);
-        continue;
-      }
-      if (!p) continue;
-      const double out_payload = t * static_cast<double>(detail::out_width(*p, model)) * b;
-      const double hidden_payload = t * static_cast<double>(model.hidden_size) * b;
-      const bool output_embedding = p->kind == ParamKind::embedding && step.in != input_slot;
-      switch (style.kind) {
-        case StyleKind::rowwise:
-        case StyleKind::rowwise_reduce_scatter: {
-          const bool scatter = style.kind == StyleKind::rowwise_reduce_scatter;
-          // The MoE block adds the shared experts' partial sums to the routed experts' when
-          // both are partial over this axis the same way, and reduces them once.
-          if (step.name.starts_with("layers.*.mlp.shared_experts.") &&
-              contains_partial(mesh.axis_name(a), scatter))
-            break;
-          add(section.forward, scatter ? Collective::reduce_scatter : Collective::all_reduce, out_payload, where);
-          if (scatter) add(section.backward, Collective::all_gather, out_payload, where);
-          break;
+      // The style's collectives at this step, from its entry in the style table.
+      const StyleInfo& info = style_info(style.kind);
+      if (step.kind != FlowStepKind::loss && !p) continue;
+      const StepPosition pos{p ? p->kind : ParamKind::linear, step.in == input_slot, step.kind == FlowStepKind::loss};
+      // The bytes a collective moves here (a switch on what it moves, not on the style).
+      auto payload_of = [&](Payload what) -> double {
+        switch (what) {
+          case Payload::none: return 0;
+          case Payload::output: return p ? t * static_cast<double>(detail::out_width(*p, model)) * b : 0;
+          case Payload::input_gradient: return p ? t * static_cast<double>(detail::in_width(*p, model)) * b : 0;
+          case Payload::routed_rows:
+            return t * static_cast<double>(k) * static_cast<double>(model.hidden_size) * b;
+          case Payload::expert_counts: return static_cast<double>(model.num_experts) * 8;
+          case Payload::routing_weights: return t * static_cast<double>(k) * 4;
+          case Payload::loss_terms: return 3 * t * 4;
         }
-        case StyleKind::vocab_parallel:
-          if (!output_embedding) add(section.forward, Collective::all_reduce, hidden_payload, where);
-          break;
-        case StyleKind::vocab_parallel_reduce_scatter:
-          if (!output_embedding) {
-            add(section.forward, Collective::reduce_scatter, hidden_payload, where);
-            add(section.backward, Collective::all_gather, hidden_payload, where);
-          }
-          break;
-        case StyleKind::colwise_gather_output: add(section.forward, Collective::all_gather, out_payload, where); break;
-        case StyleKind::expert_tp:
-        case StyleKind::expert_tp_reduce_scatter:
-          if (p->kind == ParamKind::experts_down) {
-            const bool scatter = style.kind == StyleKind::expert_tp_reduce_scatter;
-            add(section.forward, scatter ? Collective::reduce_scatter : Collective::all_reduce, hidden_payload, where);
-            if (scatter) add(section.backward, Collective::all_gather, hidden_payload, where);
-            // Each routed row's output is a partial sum here, so the gradient of its routing
-            // weight, <y, dy>, is partial too: k fp32 values per token.
-            add(section.backward, Collective::all_reduce, t * static_cast<double>(k) * 4, where + " (routing weights)");
-            expert_partial.emplace_back(mesh.axis_name(a), scatter);
-          }
-          break;
-        case StyleKind::moe_experts: {
-          const double rows = t * static_cast<double>(k) * static_cast<double>(model.hidden_size) * b;
-          const bool dispatch = p->kind == ParamKind::experts_gate_up;
-          std::string what = dispatch ? "layers.*.mlp.experts (dispatch)" : "layers.*.mlp.experts (combine)";
-          if (dispatch)
-            add(section.forward, Collective::all_to_all, static_cast<double>(model.num_experts) * 8,
-                "layers.*.mlp.experts (counts)");
-          add(section.forward, Collective::all_to_all, rows, what);
-          add(section.backward, Collective::all_to_all, rows, what);
-          if (dispatch) {
-            const double tokens_here = t;
-            report.ep.push_back({std::string(mesh.axis_name(a)), n, static_cast<index_t>(tokens_here),
-                                 2 * rows * detail::ring_share(Collective::all_to_all, n),
-                                 tokens_here * static_cast<double>(n) * static_cast<double>(model.hidden_size) * b *
-                                     detail::ring_share(Collective::all_reduce, n),
-                                 n});
-          }
-          break;
+        return 0;
+      };
+      auto where_of = [&](const StyleCollective& c) {
+        if (c.label.empty()) return where;
+        // Routed rows and counts are the experts module's exchange, not one parameter's.
+        const bool on_module = c.payload == Payload::routed_rows || c.payload == Payload::expert_counts;
+        const std::string_view name = on_module ? step.name.substr(0, step.name.rfind('.')) : step.name;
+        return std::string(name) + " (" + std::string(c.label) + ")";
+      };
+
+      // Partial sums: reduced in the forward pass, the adjoint in the backward. The MoE block
+      // adds the shared experts' partial sums to the routed experts' when both are partial
+      // over this axis the same way, and reduces them once.
+      if (info.reduce.how != PartialReduce::none && happens_at(info.reduce.at, pos)) {
+        const bool scatter = info.reduce.how == PartialReduce::reduce_scatter;
+        if (!(step.name.starts_with("layers.*.mlp.shared_experts.") && contains_partial(mesh.axis_name(a), scatter))) {
+          const double payload = payload_of(Payload::output);
+          add(section.forward, *forward_collective(info.reduce.how), payload, where);
+          if (auto back = adjoint(info.reduce.how)) add(section.backward, *back, payload, where);
         }
-        default: break;
       }
-      // The input's gradient is partial over this axis: reduce it once per activation.
-      if (at[i][a]->in == Act::replicate && detail::reads_replicated_with_split_weights(style.kind, p->kind) &&
-          !contains(charged, step.in, a)) {
-        charged.emplace_back(step.in, a);
-        const double in_payload = t * static_cast<double>(detail::in_width(*p, model)) * b;
-        add(section.backward, contains(gathered, step.in, a) ? Collective::reduce_scatter : Collective::all_reduce,
-            in_payload, where);
+      for (const StyleCollective& c : info.forward) {
+        if (c.payload == Payload::none || !happens_at(c.at, pos)) continue;
+        add(section.forward, c.collective, payload_of(c.payload), where_of(c));
+        // The dispatch of routed rows, next to transformers' EP on the same tokens.
+        if (c.payload == Payload::routed_rows && c.at == At::opening)
+          report.ep.push_back({std::string(mesh.axis_name(a)), n, static_cast<index_t>(t),
+                               2 * payload_of(c.payload) * detail::ring_share(Collective::all_to_all, n),
+                               t * static_cast<double>(n) * static_cast<double>(model.hidden_size) * b *
+                                   detail::ring_share(Collective::all_reduce, n),
+                               n});
+      }
+      for (const StyleCollective& c : info.backward) {
+        if (c.payload == Payload::none || !happens_at(c.at, pos)) continue;
+        if (c.payload == Payload::input_gradient) {
+          // The input's gradient is partial over this axis: reduce it once per activation.
+          if (at[i][a]->in != Act::replicate || contains(charged, step.in, a)) continue;
+          charged.emplace_back(step.in, a);
+          add(section.backward, contains(gathered, step.in, a) ? Collective::reduce_scatter : c.collective,
+              payload_of(c.payload), where_of(c));
+          continue;
+        }
+        add(section.backward, c.collective, payload_of(c.payload), where_of(c));
+        // Each routed row's output is a partial sum here, so the gradient of its routing
+        // weight, <y, dy>, is partial too; the shared experts' partial sums join these.
+        if (c.payload == Payload::routing_weights)
+          expert_partial.emplace_back(mesh.axis_name(a), info.reduce.how == PartialReduce::reduce_scatter);
       }
     }
   }

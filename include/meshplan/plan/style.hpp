@@ -1,81 +1,18 @@
 #pragma once
 // Parallel styles: how one module is split along one named mesh axis.
 //
-// A style names its axis (`colwise<"tp">`) and decides two things: the placement of each
-// parameter it covers on that axis (style_semantics.hpp: placement_on_axis), and the
-// placement of the activations the module reads and writes there (activation_effect),
-// hence the collectives it inserts. Styles are empty tag types; StyleSpec is the same
-// information as constexpr data.
-//
-// Activations are [tokens, features]. On one axis an activation is Replicate, sharded on
-// the token (sequence) dim, or sharded on the feature dim; partial sums never leave a style
-// (rowwise reduces them itself, by all-reduce or by reduce-scatter).
+// A style names its axis (`colwise<"tp">`); what it does there is its entry in the style
+// table (style_table.hpp): the placement of each parameter it covers on that axis, the
+// placement of the activations the module reads and writes there, hence the collectives it
+// inserts. Styles are empty tag types; StyleSpec is the same information as constexpr data.
 
-#include <cstdint>
 #include <string_view>
 
 #include "meshplan/core/diagnostic.hpp"
 #include "meshplan/core/fixed_string.hpp"
+#include "meshplan/plan/style_table.hpp"
 
 namespace meshplan {
-
-/// The placement of an activation [tokens, features] on one axis.
-enum class Act : std::uint8_t { replicate, shard_seq, shard_hidden };
-
-constexpr std::string_view to_string(Act a) noexcept {
-  switch (a) {
-    case Act::replicate: return "Replicate";
-    case Act::shard_seq: return "Shard(seq)";
-    case Act::shard_hidden: return "Shard(hidden)";
-  }
-  return "?";
-}
-
-enum class StyleKind : std::uint8_t {
-  replicate,                      // every parameter whole on every rank of every axis
-  colwise,                        // weight [out, in] Shard(0): input Replicate, output Shard(hidden)
-  colwise_gather_output,          // colwise, then all-gather the output: output Replicate
-  rowwise,                        // weight Shard(1), bias Replicate: input Shard(hidden), all-reduce out
-  rowwise_reduce_scatter,         // rowwise with reduce-scatter: output Shard(seq) (sequence parallel)
-  packed_colwise,                 // fused gate||up weight, StridedShard(out, 2): rank r holds [gate_r | up_r]
-  vocab_parallel,                 // embedding Shard(vocab): masked lookup, all-reduce out
-  vocab_parallel_reduce_scatter,  // vocab_parallel with reduce-scatter: output Shard(seq)
-  sequence_parallel,              // norms on Shard(seq) activations; weight Replicate, grads all-reduced
-  replicated_with_grad_allreduce, // weight Replicate on head-sharded input (q_norm/k_norm); grads all-reduced
-  prepare_input,                  // module hook: convert the input placement (all-gather or split)
-  prepare_output,                 // module hook: convert the output placement
-  moe_experts,                    // experts dim on an EP axis: all-to-all-v dispatch of routed rows
-  expert_tp,                      // expert intermediate dim on a TP axis; partial sums all-reduced
-  expert_tp_reduce_scatter,       // expert_tp with reduce-scatter: output Shard(seq)
-  router,                         // router weight Replicate; routes the tokens each rank holds
-  loss_parallel,                  // lm_head Shard(vocab) and a vocab-parallel cross entropy
-};
-
-constexpr std::string_view to_string(StyleKind k) noexcept {
-  switch (k) {
-    case StyleKind::replicate: return "replicate";
-    case StyleKind::colwise: return "colwise";
-    case StyleKind::colwise_gather_output: return "colwise_gather_output";
-    case StyleKind::rowwise: return "rowwise";
-    case StyleKind::rowwise_reduce_scatter: return "rowwise_reduce_scatter";
-    case StyleKind::packed_colwise: return "packed_colwise";
-    case StyleKind::vocab_parallel: return "vocab_parallel";
-    case StyleKind::vocab_parallel_reduce_scatter: return "vocab_parallel_reduce_scatter";
-    case StyleKind::sequence_parallel: return "sequence_parallel";
-    case StyleKind::replicated_with_grad_allreduce: return "replicated_with_grad_allreduce";
-    case StyleKind::prepare_input: return "prepare_input";
-    case StyleKind::prepare_output: return "prepare_output";
-    case StyleKind::moe_experts: return "moe_experts";
-    case StyleKind::expert_tp: return "expert_tp";
-    case StyleKind::expert_tp_reduce_scatter: return "expert_tp_reduce_scatter";
-    case StyleKind::router: return "router";
-    case StyleKind::loss_parallel: return "loss_parallel";
-  }
-  return "?";
-}
-
-/// Hooks act on a module scope's input or output; all other styles place parameters.
-constexpr bool is_hook(StyleKind k) noexcept { return k == StyleKind::prepare_input || k == StyleKind::prepare_output; }
 
 struct StyleSpec {
   StyleKind kind = StyleKind::replicate;

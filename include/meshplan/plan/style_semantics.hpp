@@ -1,6 +1,7 @@
 #pragma once
-// What each style does on its axis: the placement of each kind of parameter, and the
-// activations a flow step accepts and produces (see model/flow.hpp).
+// What each style does on its axis, for a given flow step (model/flow.hpp): the placement of
+// each kind of parameter, and the activations the step accepts and produces. Read from the
+// style table (style_table.hpp); hooks' effects are their StyleSpec's from -> to.
 
 #include <optional>
 
@@ -14,63 +15,8 @@ namespace meshplan {
 /// The placement a style gives a parameter of this kind on its axis, or nothing when the
 /// style cannot place such a parameter.
 constexpr std::optional<PlacementSpec> placement_on_axis(StyleKind style, ParamKind kind) noexcept {
-  using K = ParamKind;
-  const auto R = PlacementSpec::replicate();
-  auto S = [](int d) { return PlacementSpec::shard(d); };
-  auto SS = [](int d) { return PlacementSpec::strided_shard(d, 2); };
-  switch (style) {
-    case StyleKind::replicate: return R;
-    case StyleKind::colwise:
-    case StyleKind::colwise_gather_output:
-      if (kind == K::linear || kind == K::linear_bias || kind == K::lm_head) return S(0);
-      return std::nullopt;
-    case StyleKind::rowwise:
-    case StyleKind::rowwise_reduce_scatter:
-      if (kind == K::linear) return S(1);
-      if (kind == K::linear_bias) return R;  // added once, after the reduction
-      if (kind == K::experts_down) return S(2);
-      return std::nullopt;
-    case StyleKind::packed_colwise:
-      if (kind == K::linear || kind == K::linear_bias) return SS(0);
-      if (kind == K::experts_gate_up) return SS(1);
-      return std::nullopt;
-    case StyleKind::vocab_parallel:
-    case StyleKind::vocab_parallel_reduce_scatter:
-      if (kind == K::embedding) return S(0);
-      return std::nullopt;
-    case StyleKind::sequence_parallel:
-      if (kind == K::norm) return R;
-      return std::nullopt;
-    case StyleKind::replicated_with_grad_allreduce:
-      if (kind == K::norm || kind == K::head_norm) return R;
-      return std::nullopt;
-    case StyleKind::moe_experts:
-      if (kind == K::experts_gate_up || kind == K::experts_down) return S(0);
-      return std::nullopt;
-    case StyleKind::expert_tp:
-    case StyleKind::expert_tp_reduce_scatter:
-      if (kind == K::experts_gate_up) return SS(1);
-      if (kind == K::experts_down) return S(2);
-      return std::nullopt;
-    case StyleKind::router:
-      if (kind == K::router || kind == K::router_bias) return R;
-      return std::nullopt;
-    case StyleKind::loss_parallel:
-      if (kind == K::lm_head || kind == K::embedding) return S(0);
-      return std::nullopt;
-    case StyleKind::prepare_input:
-    case StyleKind::prepare_output: return std::nullopt;
-  }
-  return std::nullopt;
+  return style_info(style).params.of(kind);
 }
-
-/// A set of activation placements.
-struct ActSet {
-  bool replicate = false, shard_seq = false, shard_hidden = false;
-  constexpr bool contains(Act a) const noexcept {
-    return a == Act::replicate ? replicate : a == Act::shard_seq ? shard_seq : shard_hidden;
-  }
-};
 
 /// A flow step's behaviour on one axis: what it accepts and, given its input, what it writes.
 struct ActivationEffect {
@@ -79,54 +25,24 @@ struct ActivationEffect {
   constexpr Act output_for(Act in) const noexcept { return out ? *out : in; }
 };
 
-namespace detail {
-constexpr ActSet only(Act a) noexcept {
-  ActSet s;
-  if (a == Act::replicate) s.replicate = true;
-  if (a == Act::shard_seq) s.shard_seq = true;
-  if (a == Act::shard_hidden) s.shard_hidden = true;
-  return s;
+/// The output embedding, as the activation flow sees it: an embedding step that does not
+/// read the token ids (the tied output embedding, which reads the residual stream).
+constexpr bool is_output_embedding(const FlowStep& step, ParamKind kind) noexcept {
+  return kind == ParamKind::embedding && step.in != input_slot;
 }
-}  // namespace detail
 
 /// The effect of a parameter step whose module has style `style` on this axis (nothing:
-/// no style there, so the parameter is whole on every rank of the axis).
-/// `first_of_module`: the step opens its module's computation (gate_up of the experts)
-/// rather than closing it (down_proj).
+/// no style there, so the parameter is whole on every rank of the axis, as replicate).
+/// The step's kind picks the table's closing effect (the experts' down_proj) and its
+/// output-embedding output; `step.head_local` widens an effect `within_heads`.
 constexpr ActivationEffect param_step_effect(std::optional<StyleKind> style, const FlowStep& step,
                                              ParamKind kind) noexcept {
-  using detail::only;
-  // Whole weights work on any token split; within heads also on head-sharded input.
-  const ActSet token_local{true, true, step.head_local};
-  if (!style) return {token_local, std::nullopt};
-  const bool opens = kind != ParamKind::experts_down;
-  const bool output_embedding = kind == ParamKind::embedding && step.in != input_slot;
-  switch (*style) {
-    case StyleKind::replicate:
-    case StyleKind::router: return {token_local, std::nullopt};
-    case StyleKind::replicated_with_grad_allreduce: return {{true, true, true}, std::nullopt};
-    case StyleKind::sequence_parallel: return {only(Act::shard_seq), Act::shard_seq};
-    case StyleKind::colwise:
-    case StyleKind::packed_colwise:
-    case StyleKind::loss_parallel: return {only(Act::replicate), Act::shard_hidden};
-    case StyleKind::colwise_gather_output: return {only(Act::replicate), Act::replicate};
-    case StyleKind::rowwise: return {only(Act::shard_hidden), Act::replicate};
-    case StyleKind::rowwise_reduce_scatter: return {only(Act::shard_hidden), Act::shard_seq};
-    case StyleKind::vocab_parallel:
-      return {only(Act::replicate), output_embedding ? Act::shard_hidden : Act::replicate};
-    case StyleKind::vocab_parallel_reduce_scatter:
-      return {only(Act::replicate), output_embedding ? Act::shard_hidden : Act::shard_seq};
-    case StyleKind::moe_experts: return {only(Act::shard_seq), Act::shard_seq};
-    case StyleKind::expert_tp:
-      return opens ? ActivationEffect{only(Act::replicate), Act::shard_hidden}
-                   : ActivationEffect{only(Act::shard_hidden), Act::replicate};
-    case StyleKind::expert_tp_reduce_scatter:
-      return opens ? ActivationEffect{only(Act::replicate), Act::shard_hidden}
-                   : ActivationEffect{only(Act::shard_hidden), Act::shard_seq};
-    case StyleKind::prepare_input:
-    case StyleKind::prepare_output: break;
-  }
-  return {token_local, std::nullopt};
+  const StyleInfo& info = style_info(style.value_or(StyleKind::replicate));
+  const StepEffect e = info.effect_at(kind);
+  ActSet accepts = e.accepts;
+  if (e.within_heads && step.head_local) accepts.shard_hidden = true;
+  if (info.output_embedding_out && is_output_embedding(step, kind)) return {accepts, info.output_embedding_out};
+  return {accepts, e.out};
 }
 
 /// A scope step with (or without) a hook on this axis: converts `from` to `to`, or passes
@@ -140,12 +56,6 @@ constexpr ActivationEffect hook_effect(const std::optional<StyleSpec>& hook) noe
 /// output embedding is loss_parallel on this axis.
 constexpr ActivationEffect loss_effect(bool loss_parallel) noexcept {
   return {{true, true, loss_parallel}, std::nullopt};
-}
-
-/// Axes where tokens are replicated at the input: those that split model tensors. On all
-/// other axes (data, expert parallel) each rank holds its own tokens.
-constexpr bool splits_model(StyleKind k) noexcept {
-  return k != StyleKind::replicate && k != StyleKind::moe_experts && k != StyleKind::router;
 }
 
 }  // namespace meshplan
