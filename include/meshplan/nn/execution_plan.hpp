@@ -144,8 +144,7 @@ class ExecutionPlan {
     std::optional<AxisStyle> found;
     for (std::size_t a = 0; a < mesh_.ndim(); ++a) {
       const auto& s = on_axis_[step][a];
-      if (!s || !s->style || !splits_model(s->style->kind)) continue;
-      if (s->style->kind == StyleKind::router || s->style->kind == StyleKind::moe_experts) continue;
+      if (!s || !s->style || !splits_model(s->style->kind)) continue;  // the style table's word
       if (mesh_.axis_size(a) == 1) continue;  // a split over one rank moves nothing
       enforce(!found ? Message{}
                      : Message::rule("executor_one_split_axis")

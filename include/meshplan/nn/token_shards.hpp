@@ -6,6 +6,7 @@
 // is refused with sequence_divisible, on every rank alike since every rank sees the
 // same token count.
 
+#include <algorithm>
 #include <span>
 #include <string_view>
 
