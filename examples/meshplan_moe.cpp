@@ -27,6 +27,7 @@
 #include "meshplan/moe/token_layout.hpp"
 #include "meshplan/plan/builtin/registry.hpp"
 #include "meshplan/plan/lower.hpp"
+#include "runner_options.hpp"
 #ifdef MESHPLAN_RUNNER_CUDA  // built by nvcc where CUDA is found
 #include "meshplan/cuda/comm/cuda_local_comm.cuh"
 #include "meshplan/cuda/moe/cuda_backend.cuh"
@@ -88,47 +89,32 @@ struct Options {
   bool help = false;
 };
 
-[[noreturn]] void refuse(mp::Message m) { throw mp::RuleViolation(m); }
-
-/// Refused command lines print the usage after the message.
-struct UsageError : mp::RuleViolation {
-  using mp::RuleViolation::RuleViolation;
-};
+using mp::runner::refuse;
+using mp::runner::UsageError;
 
 Options parse(int argc, char** argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string_view arg = argv[i];
-    if (arg == "--help" || arg == "-h") {
-      o.help = true;
-      continue;
-    }
-    std::string* field = arg == "--config"    ? &o.config
-                         : arg == "--weights" ? &o.weights
-                         : arg == "--prefix"  ? &o.prefix
-                         : arg == "--input"   ? &o.input
-                         : arg == "--mesh"    ? &o.mesh
-                         : arg == "--output"  ? &o.output
-                         : arg == "--plan"    ? &o.plan
-                         : arg == "--backend" ? &o.backend
-                         : arg == "--threads" ? &o.threads
-                         : arg == "--grad-output" ? &o.grad_output
-                         : arg == "--gradients"   ? &o.gradients
-                                              : nullptr;
-    if (!field) throw UsageError(mp::Message::rule("runner_options") << "unknown option '" << arg << "'");
-    if (i + 1 >= argc) throw UsageError(mp::Message::rule("runner_options") << arg << " needs a value");
-    *field = argv[++i];
-  }
+  o.help = mp::runner::parse_options(argc, argv,
+                                     {{"--config", &o.config},
+                                      {"--weights", &o.weights},
+                                      {"--prefix", &o.prefix},
+                                      {"--input", &o.input},
+                                      {"--mesh", &o.mesh},
+                                      {"--output", &o.output},
+                                      {"--plan", &o.plan},
+                                      {"--backend", &o.backend},
+                                      {"--threads", &o.threads},
+                                      {"--grad-output", &o.grad_output},
+                                      {"--gradients", &o.gradients}});
   if (o.help) return o;
-  for (auto [value, name] : {std::pair{&o.config, "--config"},
-                             {&o.weights, "--weights"},
-                             {&o.input, "--input"},
-                             {&o.mesh, "--mesh"},
-                             {&o.output, "--output"}})
-    if (value->empty()) throw UsageError(mp::Message::rule("runner_options") << name << " is required");
+  mp::runner::require({{"--config", &o.config},
+                       {"--weights", &o.weights},
+                       {"--input", &o.input},
+                       {"--mesh", &o.mesh},
+                       {"--output", &o.output}});
   if (o.grad_output.empty() != o.gradients.empty())
-    throw UsageError(mp::Message::rule("runner_options") << "--grad-output and --gradients go together: one is the "
-                                                            "output's gradient read, the other the gradients written");
+    throw UsageError(mp::runner::options_rule() << "--grad-output and --gradients go together: one is the "
+                                                   "output's gradient read, the other the gradients written");
   return o;
 }
 
@@ -188,17 +174,6 @@ void check_capacity(const mp::ModelSpec& model, const mp::MeshSpec& spec, std::s
     bytes += 4.0 * static_cast<double>(tokens.local_extent(0, r) * H) * static_cast<double>(2 * k + 4);
   }
   enforce(mp::comm_rules::simulated_ranks_fit(spec.to_string(), spec.size(), bytes, cap));
-}
-
-/// --threads, or the hardware threads divided by the simulated ranks.
-int threads_per_rank(const Options& o, index_t ranks) {
-  if (o.threads.empty()) return mp::cpu::default_threads(ranks);
-  char* end = nullptr;
-  const long n = std::strtol(o.threads.c_str(), &end, 10);
-  if (*end != '\0' || n < 1 || n > 1024)
-    throw UsageError(mp::Message::rule("runner_options") << "--threads needs a count from 1 to 1024, not '" << o.threads
-                                                         << "'");
-  return static_cast<int>(n);
 }
 
 /// The forward with training on, then the backward with this rank's rows of dy; the
@@ -281,7 +256,7 @@ void run(const Options& o, const mp::ModelSpec& model, const mp::MeshSpec& spec)
 
   const mp::MoEWeightLoader<float> load = mp::moe_weights_from<float>(weights.view(), o.prefix);
   if (!o.grad_output.empty() && o.backend != "cpu")
-    throw UsageError(mp::Message::rule("runner_options")
+    throw UsageError(mp::runner::options_rule()
                      << "--grad-output runs the backward, which the " << o.backend << " backend does not have yet; use --backend cpu");
   mp::MoEBatchResult<float> result;
 #ifdef MESHPLAN_RUNNER_CUDA
@@ -296,7 +271,7 @@ void run(const Options& o, const mp::ModelSpec& model, const mp::MeshSpec& spec)
   if (o.backend == "cpu") {
     using Backend = mp::CpuBackend<float>;
     using Block = mp::MoEBlock<mp::RuntimeModel, Mesh, Plan, Backend>;
-    const int threads = threads_per_rank(o, block_spec.size());
+    const int threads = mp::runner::threads_per_rank(o.threads, block_spec.size());
     mp::ThreadWorld world(block_spec.size());
     auto make = [&](index_t r) { return Block(model, mesh, r, load, Backend(threads)); };
     if (o.grad_output.empty()) {
@@ -357,15 +332,8 @@ int run_main(int argc, char** argv) {
     refuse(mp::Message::rule("backend_available") << "unknown backend '" << o.backend << "' (cpu or cuda)");
 
   const mp::ModelSpec model = block_model(mp::model_from_config_file(o.config), o);
-  const mp::MeshSpec spec = mp::MeshSpec::parse(o.mesh);
-  for (std::size_t a = 0; a < spec.ndim(); ++a)
-    if (spec.axis_name(a) != "dp" && spec.axis_name(a) != "ep" && spec.axis_name(a) != "tp")
-      refuse(mp::Message::rule("runner_options")
-             << "the mesh's axes are dp, ep and tp; '" << spec.axis_name(a) << "' is not one of them");
-  // Up front: a huge mesh is refused before any plan is lowered for it.
-  enforce(mp::comm_rules::simulated_ranks_fit(spec.to_string(), spec.size(), 0, mp::host_capacity()));
-  auto size = [&](std::string_view axis) { return spec.has_axis(axis) ? spec.size(axis) : index_t{1}; };
-  if (o.plan.empty()) o.plan = size("tp") == 1 ? "ep" : size("ep") == 1 ? "tp" : "ep_sp";
+  const mp::MeshSpec spec = mp::runner::runner_mesh(o.mesh, true);
+  if (o.plan.empty()) o.plan = mp::runner::default_plan(spec, true);
 
   mp::plans::with_moe_builtin_plan(model.family, o.plan, [&]<class Plan>() { run<Plan>(o, model, spec); });
   return 0;
@@ -374,22 +342,6 @@ int run_main(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
-    return run_main(argc, argv);
-  } catch (const UsageError& e) {
-    std::fprintf(stderr, "%s\n\n%s", e.what(), kUsage);
-    return 2;
-  } catch (const mp::RuleViolation& e) {
-    std::fprintf(stderr, "%s\n", e.what());
-    return 2;
-  } catch (const std::bad_alloc&) {
-    std::fprintf(stderr, "meshplan-moe: out of memory; use a smaller mesh or fewer tokens\n");
-    return 1;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "meshplan-moe: %s\n", e.what());
-    return 1;
-  } catch (...) {
-    std::fprintf(stderr, "meshplan-moe: failed with an unknown exception\n");
-    return 1;
-  }
+  return mp::runner::guarded_main({"meshplan-moe", kUsage, "use a smaller mesh or fewer tokens"},
+                                  [&] { return run_main(argc, argv); });
 }
