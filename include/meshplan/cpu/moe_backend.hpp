@@ -108,6 +108,8 @@ class CpuBackend {
   CpuBackend() = default;
   explicit CpuBackend(int threads, cpu::Isa isa = cpu::active_isa())
       : pool_(std::make_unique<cpu::ThreadPool>(threads)), isa_(isa) {}
+  /// Runs on a pool the caller owns and keeps alive (a whole model's layers share one).
+  explicit CpuBackend(cpu::ThreadPool& shared, cpu::Isa isa = cpu::active_isa()) : shared_(&shared), isa_(isa) {}
 
   Weights prepare(MoEWeights<T> w) const {
     Weights p;
@@ -133,10 +135,11 @@ class CpuBackend {
   }
   template <class C>
   Context context(C& comm) {
+    if (shared_) return {shared_, isa_};
     if (!pool_) pool_ = std::make_unique<cpu::ThreadPool>(cpu::default_threads(detail::ranks_on_this_machine(comm)));
     return {pool_.get(), isa_};
   }
-  int threads() const noexcept { return pool_ ? pool_->size() : 0; }
+  int threads() const noexcept { return shared_ ? shared_->size() : pool_ ? pool_->size() : 0; }
 
   Routed route(Context& c, const Tensor<T>& x, const Weights& w, const ModelSpec& model) {
     Routed r;
@@ -440,6 +443,7 @@ class CpuBackend {
   }
 
   std::unique_ptr<cpu::ThreadPool> pool_;
+  cpu::ThreadPool* shared_ = nullptr;  // not owned
   cpu::Isa isa_ = cpu::active_isa();
   std::vector<float> gate_up_, down_out_, da_;
   std::vector<T> act_;

@@ -116,7 +116,7 @@ class CausalLM {
     enforce(model.tie_word_embeddings || model.attention_bias
                 ? Message::rule("executor_model") << "tied embeddings and attention biases are not executed yet"
                 : Message{});
-    load(source, threads);
+    load(source);
   }
 
   /// Loads the rank's pieces and agrees with every rank on the outcome: a missing tensor
@@ -127,6 +127,8 @@ class CausalLM {
                                         int threads = 0) {
     std::unique_ptr<CausalLM> m;
     std::exception_ptr failure;
+    // By default the hardware threads divided among the ranks on this machine.
+    if (threads <= 0) threads = cpu::default_threads(meshplan::detail::ranks_on_this_machine(comm));
     try {
       m = std::make_unique<CausalLM>(model, mesh, comm.rank(), source, threads);
     } catch (const std::exception&) {
@@ -353,7 +355,7 @@ class CausalLM {
     for (index_t i = 0; i < x.numel(); ++i) x[i] += y[i];
   }
 
-  void load(const ModelSource& source, int threads) {
+  void load(const ModelSource& source) {
     lowered_ = lower(model_, spec_, Plan::entries, rank_);
     auto find = [&](std::string_view name) -> const LoweredParam& {
       for (const auto& l : lowered_)
@@ -394,8 +396,9 @@ class CausalLM {
                           plan_.split("layers.*.mlp.down_proj.weight"),
                           plan_.token_group("layers.*.mlp.gate_proj.weight"));
       } else {
+        // Every layer runs on the model's pool.
         layer.moe = std::make_unique<Block>(model_, mesh_, rank_, source.moe(checkpoint_name("layers.*.mlp.", i)),
-                                            threads > 0 ? CpuBackend<float>(threads) : CpuBackend<float>());
+                                            CpuBackend<float>(pool_));
       }
       layers_.push_back(std::move(layer));
     }
