@@ -14,9 +14,9 @@
 //                                          fp32 product
 //   m     = max_j s_j
 //   e_j   = exp_fixed(s_j - m)             cpu/fast_math.hpp: the same bits on every path
-//   l     = sum_j e_j                      in double: 8 lanes (lane l takes j % 8 == l in
-//                                          increasing j), lanes added in lane order, rounded
-//                                          to fp32 once
+//   l     = sum_j e_j                      in double: cpu/dense_common.hpp's lane sum (8
+//                                          lanes by j % 8, added in lane order, rounded to
+//                                          fp32 once)
 //   p_j   = e_j / l                        fp32 division
 //   o_i   = sum_j p_j v_j                  per output dim one fma chain over j in increasing
 //                                          order, from +0
@@ -44,7 +44,8 @@
 // do not depend on the number of threads. Nor on the instruction set path: with isa other
 // than portable (x86-64) the products run with AVX2 fma registers holding 64 columns of
 // chains at a time, and the backward updates dk and dv for 8 query rows per pass over the
-// keys; each chain still takes the same fmas in the same order. 0 tokens or sequences
+// keys; each chain still takes the same fmas in the same order (the paths are
+// cpu/dense_common.hpp's fma clone and the portable one). 0 tokens or sequences
 // write nothing; a sequence of length 0 is skipped.
 //
 // Cost: O(len^2 (qk_dim + v_dim)) per sequence and head, scratch O(len (qk_dim + v_dim))
@@ -53,13 +54,13 @@
 
 #include <algorithm>
 #include <cmath>
-#include <limits>
 #include <span>
 #include <vector>
 
 #include "meshplan/core/diagnostic.hpp"
 #include "meshplan/core/macros.hpp"
 #include "meshplan/core/size.hpp"
+#include "meshplan/cpu/dense_common.hpp"
 #include "meshplan/cpu/fast_math.hpp"
 #include "meshplan/cpu/isa.hpp"
 #include "meshplan/cpu/thread_pool.hpp"
@@ -68,22 +69,11 @@
 #include <immintrin.h>
 #endif
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define MESHPLAN_DENSE_FMA_CLONE 1
-#define MESHPLAN_DENSE_FMA_TARGET __attribute__((target("avx2,fma")))
-#endif
-#define MESHPLAN_DENSE_INLINE __attribute__((always_inline)) inline
-
 namespace meshplan::cpu {
 
 namespace attention_detail {
 
-// Loops of unknown length advance in blocks of this many with a fixed inner count: g++
-// vectorizes those at -O2, where it leaves loops of unknown count scalar. The blocks' end
-// is computed before the loops, so that g++ -O3 sees the tail loop's bounds (else it may
-// warn, -Waggressive-loop-optimizations).
-inline constexpr index_t block = 16;
-inline constexpr index_t lanes = 8;
+using dense_detail::for_blocks;
 
 struct Shape {
   index_t heads = 0, kv_heads = 0, qk = 0, v = 0;
@@ -93,10 +83,7 @@ struct Shape {
 
 // y[j] = fma(a, x[j], y[j]) for j < n: each y[j] one more step of its own chain.
 MESHPLAN_DENSE_INLINE void axpy(float* __restrict y, const float* __restrict x, float a, index_t n) {
-  const index_t whole = n - n % block;
-  for (index_t j = 0; j < whole; j += block)
-    for (index_t l = 0; l < block; ++l) y[j + l] = std::fma(a, x[j + l], y[j + l]);
-  for (index_t j = whole; j < n; ++j) y[j] = std::fma(a, x[j], y[j]);
+  for_blocks(n, [&](index_t j) { y[j] = std::fma(a, x[j], y[j]); });
 }
 
 // One fma chain over i in order, from +0.
@@ -107,42 +94,20 @@ MESHPLAN_DENSE_INLINE float dot_chain(const float* a, const float* b, index_t n)
 }
 
 MESHPLAN_DENSE_INLINE void scale(float* __restrict y, float a, index_t n) {
-  const index_t whole = n - n % block;
-  for (index_t j = 0; j < whole; j += block)
-    for (index_t l = 0; l < block; ++l) y[j + l] = y[j + l] * a;
-  for (index_t j = whole; j < n; ++j) y[j] = y[j] * a;
+  for_blocks(n, [&](index_t j) { y[j] = y[j] * a; });
 }
 
 MESHPLAN_DENSE_INLINE void subtract(float* __restrict y, float a, index_t n) {
-  const index_t whole = n - n % block;
-  for (index_t j = 0; j < whole; j += block)
-    for (index_t l = 0; l < block; ++l) y[j + l] = y[j + l] - a;
-  for (index_t j = whole; j < n; ++j) y[j] = y[j] - a;
+  for_blocks(n, [&](index_t j) { y[j] = y[j] - a; });
 }
 
 MESHPLAN_DENSE_INLINE void divide(float* __restrict y, float a, index_t n) {
-  const index_t whole = n - n % block;
-  for (index_t j = 0; j < whole; j += block)
-    for (index_t l = 0; l < block; ++l) y[j + l] = y[j + l] / a;
-  for (index_t j = whole; j < n; ++j) y[j] = y[j] / a;
+  for_blocks(n, [&](index_t j) { y[j] = y[j] / a; });
 }
 
-// The header's double sum: 8 lanes by j % 8, added in lane order, rounded once.
+// The header's double sum of e[j], j < n.
 MESHPLAN_DENSE_INLINE float lane_sum(const float* __restrict e, index_t n) {
-  double acc[lanes] = {};
-  const index_t whole = n - n % lanes;
-  for (index_t j = 0; j < whole; j += lanes)
-    for (index_t l = 0; l < lanes; ++l) acc[l] += static_cast<double>(e[j + l]);
-  for (index_t j = whole; j < n; ++j) acc[j - whole] += static_cast<double>(e[j]);
-  double total = acc[0];
-  for (index_t l = 1; l < lanes; ++l) total += acc[l];
-  return static_cast<float>(total);
-}
-
-MESHPLAN_DENSE_INLINE float row_max(const float* e, index_t n) {
-  float m = -std::numeric_limits<float>::infinity();
-  for (index_t j = 0; j < n; ++j) m = std::max(m, e[j]);
-  return m;
+  return dense_detail::lane_sum(n, [&](index_t j) { return static_cast<double>(e[j]); });
 }
 
 // rows [len, width] of a [T, heads, width] tensor's head `head` (from token t0) into
@@ -300,28 +265,31 @@ MESHPLAN_DENSE_INLINE void scores(const float* q, const float* kT, index_t len, 
   scale(s, scaling, n);
 }
 
-// One (sequence, query head) item of the forward.
-template <bool Fma>
-MESHPLAN_DENSE_INLINE void forward_item(const float* q, const float* k, const float* v, const Shape& sh, index_t t0,
+// One (sequence, query head) item of the forward; the body run_clone compiles as the
+// portable and the fma clone (cpu/dense_common.hpp).
+struct ForwardItem {
+  template <bool Fma>
+  MESHPLAN_DENSE_INLINE static void run(const float* q, const float* k, const float* v, const Shape& sh, index_t t0,
                                         index_t len, index_t h, float* o, float* lse, Isa isa) {
-  const index_t g = h / sh.group();
-  std::vector<float> scratch(static_cast<std::size_t>(len * (sh.qk + 1)));
-  float* kT = scratch.data();
-  float* s = kT + len * sh.qk;
-  transpose_head(k, t0, len, sh.kv_heads, g, sh.qk, kT);
-  for (index_t i = 0; i < len; ++i) {
-    const index_t t = t0 + i, n = i + 1;
-    scores<Fma>(q + (t * sh.heads + h) * sh.qk, kT, len, sh.qk, sh.scaling, s, n);
-    const float m = row_max(s, n);
-    subtract(s, m, n);
-    exp_fixed(s, n, s, isa);
-    const float l = lane_sum(s, n);
-    divide(s, l, n);
-    float* oi = o + (t * sh.heads + h) * sh.v;
-    weighted_sum<Fma>(v + (t0 * sh.kv_heads + g) * sh.v, sh.kv_heads * sh.v, s, n, sh.v, oi);
-    if (lse != nullptr) lse[t * sh.heads + h] = m + std::log(l);
+    const index_t g = h / sh.group();
+    std::vector<float> scratch(static_cast<std::size_t>(len * (sh.qk + 1)));
+    float* kT = scratch.data();
+    float* s = kT + len * sh.qk;
+    transpose_head(k, t0, len, sh.kv_heads, g, sh.qk, kT);
+    for (index_t i = 0; i < len; ++i) {
+      const index_t t = t0 + i, n = i + 1;
+      scores<Fma>(q + (t * sh.heads + h) * sh.qk, kT, len, sh.qk, sh.scaling, s, n);
+      const float m = dense_detail::row_max(s, n);
+      subtract(s, m, n);
+      exp_fixed(s, n, s, isa);
+      const float l = lane_sum(s, n);
+      divide(s, l, n);
+      float* oi = o + (t * sh.heads + h) * sh.v;
+      weighted_sum<Fma>(v + (t0 * sh.kv_heads + g) * sh.v, sh.kv_heads * sh.v, s, n, sh.v, oi);
+      if (lse != nullptr) lse[t * sh.heads + h] = m + std::log(l);
+    }
   }
-}
+};
 
 // Query rows the backward takes together: their dk and dv updates then run as one pass over
 // the keys, each dk_j and dv_j loaded once for up to this many fmas.
@@ -329,75 +297,52 @@ inline constexpr index_t query_block = 8;
 
 // One (sequence, kv head) item of the backward: dq of the group's query heads, dk and dv
 // of kv head g.
-template <bool Fma>
-MESHPLAN_DENSE_INLINE void backward_item(const float* q, const float* k, const float* v, const float* o,
-                                         const float* d_o, const float* lse, const Shape& sh, index_t t0, index_t len,
-                                         index_t g, float* dq, float* dk, float* dv, Isa isa) {
-  std::vector<float> scratch(static_cast<std::size_t>(len * (sh.qk + sh.v + 2 * query_block)));
-  float* kT = scratch.data();
-  float* vT = kT + len * sh.qk;
-  float* p = vT + len * sh.v;         // [query_block, len]: the block's rows of p
-  float* ds = p + query_block * len;  // and of ds
-  transpose_head(k, t0, len, sh.kv_heads, g, sh.qk, kT);
-  transpose_head(v, t0, len, sh.kv_heads, g, sh.v, vT);
-  const index_t ldk = sh.kv_heads * sh.qk, ldv = sh.kv_heads * sh.v;  // token strides of k, v, dk, dv
-  const index_t ldq = sh.heads * sh.qk, ldo = sh.heads * sh.v;         // of q, dq, o, do
-  float* dk0 = dk + t0 * ldk + g * sh.qk;
-  float* dv0 = dv + t0 * ldv + g * sh.v;
-  for (index_t j = 0; j < len; ++j) {
-    std::fill(dk0 + j * ldk, dk0 + j * ldk + sh.qk, 0.0f);
-    std::fill(dv0 + j * ldv, dv0 + j * ldv + sh.v, 0.0f);
-  }
-  for (index_t h = g * sh.group(); h < (g + 1) * sh.group(); ++h) {
-    const float* q0 = q + t0 * ldq + h * sh.qk;
-    const float* do0 = d_o + t0 * ldo + h * sh.v;
-    for (index_t i0 = 0; i0 < len; i0 += query_block) {
-      const index_t count = std::min(query_block, len - i0);
-      for (index_t r = 0; r < count; ++r) {
-        const index_t i = i0 + r, t = t0 + i, n = i + 1;
-        float* pr = p + r * len;
-        float* dsr = ds + r * len;
-        const float* doi = do0 + i * ldo;
-        scores<Fma>(q0 + i * ldq, kT, len, sh.qk, sh.scaling, pr, n);
-        subtract(pr, lse[t * sh.heads + h], n);
-        exp_fixed(pr, n, pr, isa);
-        weighted_sum<Fma>(vT, len, doi, sh.v, n, dsr);  // dp_j = dot(do_i, v_j)
-        const float D = dot_chain(doi, o + t * ldo + h * sh.v, sh.v);
-        subtract(dsr, D, n);
-        for (index_t j = 0; j < n; ++j) dsr[j] = (pr[j] * dsr[j]) * sh.scaling;
-        weighted_sum<Fma>(k + t0 * ldk + g * sh.qk, ldk, dsr, n, sh.qk, dq + t * ldq + h * sh.qk);
+struct BackwardItem {
+  template <bool Fma>
+  MESHPLAN_DENSE_INLINE static void run(const float* q, const float* k, const float* v, const float* o,
+                                        const float* d_o, const float* lse, const Shape& sh, index_t t0, index_t len,
+                                        index_t g, float* dq, float* dk, float* dv, Isa isa) {
+    std::vector<float> scratch(static_cast<std::size_t>(len * (sh.qk + sh.v + 2 * query_block)));
+    float* kT = scratch.data();
+    float* vT = kT + len * sh.qk;
+    float* p = vT + len * sh.v;         // [query_block, len]: the block's rows of p
+    float* ds = p + query_block * len;  // and of ds
+    transpose_head(k, t0, len, sh.kv_heads, g, sh.qk, kT);
+    transpose_head(v, t0, len, sh.kv_heads, g, sh.v, vT);
+    const index_t ldk = sh.kv_heads * sh.qk, ldv = sh.kv_heads * sh.v;  // token strides of k, v, dk, dv
+    const index_t ldq = sh.heads * sh.qk, ldo = sh.heads * sh.v;        // of q, dq, o, do
+    float* dk0 = dk + t0 * ldk + g * sh.qk;
+    float* dv0 = dv + t0 * ldv + g * sh.v;
+    for (index_t j = 0; j < len; ++j) {
+      std::fill(dk0 + j * ldk, dk0 + j * ldk + sh.qk, 0.0f);
+      std::fill(dv0 + j * ldv, dv0 + j * ldv + sh.v, 0.0f);
+    }
+    for (index_t h = g * sh.group(); h < (g + 1) * sh.group(); ++h) {
+      const float* q0 = q + t0 * ldq + h * sh.qk;
+      const float* do0 = d_o + t0 * ldo + h * sh.v;
+      for (index_t i0 = 0; i0 < len; i0 += query_block) {
+        const index_t count = std::min(query_block, len - i0);
+        for (index_t r = 0; r < count; ++r) {
+          const index_t i = i0 + r, t = t0 + i, n = i + 1;
+          float* pr = p + r * len;
+          float* dsr = ds + r * len;
+          const float* doi = do0 + i * ldo;
+          scores<Fma>(q0 + i * ldq, kT, len, sh.qk, sh.scaling, pr, n);
+          subtract(pr, lse[t * sh.heads + h], n);
+          exp_fixed(pr, n, pr, isa);
+          weighted_sum<Fma>(vT, len, doi, sh.v, n, dsr);  // dp_j = dot(do_i, v_j)
+          const float D = dot_chain(doi, o + t * ldo + h * sh.v, sh.v);
+          subtract(dsr, D, n);
+          for (index_t j = 0; j < n; ++j) dsr[j] = (pr[j] * dsr[j]) * sh.scaling;
+          weighted_sum<Fma>(k + t0 * ldk + g * sh.qk, ldk, dsr, n, sh.qk, dq + t * ldq + h * sh.qk);
+        }
+        // dk_j += ds_ij q_i and dv_j += p_ij do_i for the block's rows i >= j, i increasing.
+        update_rows<Fma>(dk0, ldk, q0, ldq, ds, len, i0, count, sh.qk);
+        update_rows<Fma>(dv0, ldv, do0, ldo, p, len, i0, count, sh.v);
       }
-      // dk_j += ds_ij q_i and dv_j += p_ij do_i for the block's rows i >= j, i increasing.
-      update_rows<Fma>(dk0, ldk, q0, ldq, ds, len, i0, count, sh.qk);
-      update_rows<Fma>(dv0, ldv, do0, ldo, p, len, i0, count, sh.v);
     }
   }
-}
-
-inline void forward_item_portable(const float* q, const float* k, const float* v, const Shape& sh, index_t t0,
-                                  index_t len, index_t h, float* o, float* lse, Isa isa) {
-  forward_item<false>(q, k, v, sh, t0, len, h, o, lse, isa);
-}
-inline void backward_item_portable(const float* q, const float* k, const float* v, const float* o, const float* d_o,
-                                   const float* lse, const Shape& sh, index_t t0, index_t len, index_t g, float* dq,
-                                   float* dk, float* dv, Isa isa) {
-  backward_item<false>(q, k, v, o, d_o, lse, sh, t0, len, g, dq, dk, dv, isa);
-}
-#if defined(MESHPLAN_DENSE_FMA_CLONE)
-// The same items with the fma instruction inline (std::fma is a library call on baseline
-// x86-64) and 256-bit vectors: the same operations, so the same bits.
-MESHPLAN_DENSE_FMA_TARGET inline void forward_item_fma(const float* q, const float* k, const float* v, const Shape& sh,
-                                                       index_t t0, index_t len, index_t h, float* o, float* lse,
-                                                       Isa isa) {
-  forward_item<true>(q, k, v, sh, t0, len, h, o, lse, isa);
-}
-MESHPLAN_DENSE_FMA_TARGET inline void backward_item_fma(const float* q, const float* k, const float* v, const float* o,
-                                                        const float* d_o, const float* lse, const Shape& sh, index_t t0,
-                                                        index_t len, index_t g, float* dq, float* dk, float* dv,
-                                                        Isa isa) {
-  backward_item<true>(q, k, v, o, d_o, lse, sh, t0, len, g, dq, dk, dv, isa);
-}
-#endif
+};
 
 // Checks the shapes; returns each sequence's first token.
 inline std::vector<index_t> sequence_starts(std::span<const index_t> seq_lengths, const Shape& sh, Isa isa) {
@@ -410,8 +355,7 @@ inline std::vector<index_t> sequence_starts(std::span<const index_t> seq_lengths
   enforce(sh.qk >= 0 && sh.v >= 0 ? Message{}
                                   : Message::rule("shape_matches") << "attention head dims " << sh.qk << " and "
                                                                    << sh.v << " must not be negative");
-  enforce(isa_runnable(isa) ? Message{}
-                            : Message::rule("cpu_isa") << "the " << to_string(isa) << " path cannot run on this CPU");
+  dense_detail::check_isa(isa);
   std::vector<index_t> starts;
   starts.reserve(seq_lengths.size());
   index_t t = 0;
@@ -425,22 +369,26 @@ inline std::vector<index_t> sequence_starts(std::span<const index_t> seq_lengths
   return starts;
 }
 
+// Checks the shapes, then runs f(fma, t0, len, x) for every sequence of length len > 0
+// (first token t0) and every x < per_sequence, as independent items: on the pool's threads
+// with a pool of more than one, else in order on the calling thread. fma is use_fma_clone's
+// answer for isa.
 template <class F>
-void run_items(index_t n, ThreadPool* pool, F&& f) {
+void run_items(std::span<const index_t> seq_lengths, const Shape& sh, index_t per_sequence, ThreadPool* pool, Isa isa,
+               F&& f) {
+  const std::vector<index_t> starts = sequence_starts(seq_lengths, sh, isa);
+  const bool fma = dense_detail::use_fma_clone(isa);
+  auto item = [&](index_t i) {
+    const auto s = static_cast<std::size_t>(i / per_sequence);
+    if (seq_lengths[s] == 0) return;
+    f(fma, starts[s], seq_lengths[s], i % per_sequence);
+  };
+  const index_t n = static_cast<index_t>(seq_lengths.size()) * per_sequence;
   if (pool != nullptr && pool->size() > 1) {
-    pool->parallel_for(n, f);
+    pool->parallel_for(n, item);
     return;
   }
-  for (index_t i = 0; i < n; ++i) f(i);
-}
-
-inline bool use_fma_clone(Isa isa) noexcept {
-#if defined(MESHPLAN_DENSE_FMA_CLONE)
-  return isa != Isa::portable;
-#else
-  (void)isa;
-  return false;
-#endif
+  for (index_t i = 0; i < n; ++i) item(i);
 }
 
 }  // namespace attention_detail
@@ -452,18 +400,8 @@ inline void attention_forward(const float* q, const float* k, const float* v, st
                               float* lse, ThreadPool* pool = nullptr, Isa isa = active_isa()) {
   namespace d = attention_detail;
   const d::Shape sh{heads, kv_heads, qk_dim, v_dim, scaling};
-  const std::vector<index_t> starts = d::sequence_starts(seq_lengths, sh, isa);
-  const index_t items = static_cast<index_t>(seq_lengths.size()) * heads;
-  const bool fma = d::use_fma_clone(isa);
-  d::run_items(items, pool, [&](index_t item) {
-    const auto s = static_cast<std::size_t>(item / heads);
-    const index_t h = item % heads, t0 = starts[s], len = seq_lengths[s];
-    if (len == 0) return;
-#if defined(MESHPLAN_DENSE_FMA_CLONE)
-    if (fma) return d::forward_item_fma(q, k, v, sh, t0, len, h, o, lse, isa);
-#endif
-    (void)fma;
-    d::forward_item_portable(q, k, v, sh, t0, len, h, o, lse, isa);
+  d::run_items(seq_lengths, sh, heads, pool, isa, [&](bool fma, index_t t0, index_t len, index_t h) {
+    dense_detail::run_clone<d::ForwardItem>(fma, q, k, v, sh, t0, len, h, o, lse, isa);
   });
 }
 
@@ -476,18 +414,8 @@ inline void attention_backward(const float* q, const float* k, const float* v, c
                                ThreadPool* pool = nullptr, Isa isa = active_isa()) {
   namespace d = attention_detail;
   const d::Shape sh{heads, kv_heads, qk_dim, v_dim, scaling};
-  const std::vector<index_t> starts = d::sequence_starts(seq_lengths, sh, isa);
-  const index_t items = static_cast<index_t>(seq_lengths.size()) * kv_heads;
-  const bool fma = d::use_fma_clone(isa);
-  d::run_items(items, pool, [&](index_t item) {
-    const auto s = static_cast<std::size_t>(item / kv_heads);
-    const index_t g = item % kv_heads, t0 = starts[s], len = seq_lengths[s];
-    if (len == 0) return;
-#if defined(MESHPLAN_DENSE_FMA_CLONE)
-    if (fma) return d::backward_item_fma(q, k, v, o, d_o, lse, sh, t0, len, g, dq, dk, dv, isa);
-#endif
-    (void)fma;
-    d::backward_item_portable(q, k, v, o, d_o, lse, sh, t0, len, g, dq, dk, dv, isa);
+  d::run_items(seq_lengths, sh, kv_heads, pool, isa, [&](bool fma, index_t t0, index_t len, index_t g) {
+    dense_detail::run_clone<d::BackwardItem>(fma, q, k, v, o, d_o, lse, sh, t0, len, g, dq, dk, dv, isa);
   });
 }
 

@@ -7,12 +7,10 @@
 // and log_softmax_j = (x_j - m) - log(S). Here, for token t with label y (logits row x of
 // the vocab's V values):
 //   m      = max_j x_j
-//   S      = sum_j exp_fixed(x_j - m)     exp_fixed: cpu/fast_math.hpp; summed in double,
-//                                         8 lanes (lane l takes j % 8 == l in increasing
-//                                         j), lanes added in lane order, rounded to fp32
-//                                         once. A single fp32 chain over a 150k vocab
-//                                         drifts by ~sqrt(V) roundings (~2e-5 of S);
-//                                         torch's vectorized sum stays within ~1e-7.
+//   S      = sum_j exp_fixed(x_j - m)     exp_fixed: cpu/fast_math.hpp; summed in double
+//                                         by cpu/dense_common.hpp's lane sum (8 lanes by
+//                                         j % 8, added in lane order, rounded to fp32 once;
+//                                         why there)
 //   loss_t = log(S) - (x_y - m)           = -log_softmax_y, the expression torch rounds
 //   lse_t  = m + log(S)                   kept for the backward
 // Tokens labelled -100 are ignored: loss 0, lse 0, and a zero gradient row; other labels
@@ -46,7 +44,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <limits>
 #include <span>
 #include <string_view>
 #include <vector>
@@ -54,6 +51,7 @@
 #include "meshplan/comm/communicator.hpp"
 #include "meshplan/core/diagnostic.hpp"
 #include "meshplan/core/size.hpp"
+#include "meshplan/cpu/dense_common.hpp"
 #include "meshplan/cpu/fast_math.hpp"
 #include "meshplan/cpu/isa.hpp"
 #include "meshplan/mesh/group.hpp"
@@ -66,10 +64,10 @@ inline constexpr index_t ignore_index = -100;
 
 namespace cross_entropy_detail {
 
-inline constexpr index_t lanes = 8;
 // Columns are exponentiated in chunks of this many (a multiple of the lanes, so a column's
 // lane is its index mod 8 in every chunk) through a buffer on the stack.
 inline constexpr index_t chunk = 512;
+static_assert(chunk % dense_detail::lanes == 0);
 
 inline void check(index_t tokens, index_t vocab_local, index_t ld, index_t vocab_begin, index_t vocab,
                   std::span<const index_t> labels, Isa isa) {
@@ -82,8 +80,7 @@ inline void check(index_t tokens, index_t vocab_local, index_t ld, index_t vocab
               : Message::rule("shape_matches") << "cross entropy over vocab columns [" << vocab_begin << ", "
                                                << vocab_begin + vocab_local << ") of " << vocab
                                                << " with rows of stride " << ld);
-  enforce(isa_runnable(isa) ? Message{}
-                            : Message::rule("cpu_isa") << "the " << to_string(isa) << " path cannot run on this CPU");
+  dense_detail::check_isa(isa);
   for (index_t t = 0; t < tokens; ++t) {
     const index_t y = labels[static_cast<std::size_t>(t)];
     if (y == ignore_index || (y >= 0 && y < vocab)) continue;
@@ -93,28 +90,17 @@ inline void check(index_t tokens, index_t vocab_local, index_t ld, index_t vocab
   }
 }
 
-inline float row_max(const float* x, index_t n) {
-  float m = -std::numeric_limits<float>::infinity();
-  for (index_t j = 0; j < n; ++j) m = std::max(m, x[j]);
-  return m;
-}
-
-// sum_j exp_fixed(x[j] - m) in the header's double lanes, rounded to fp32.
+// sum_j exp_fixed(x[j] - m): the lane sum, taken chunk by chunk.
 inline float exp_sum(const float* x, index_t n, float m, Isa isa) {
   float buffer[chunk];
-  double acc[lanes] = {};
+  double acc[dense_detail::lanes] = {};
   for (index_t j0 = 0; j0 < n; j0 += chunk) {
     const index_t len = std::min(chunk, n - j0);
     for (index_t j = 0; j < len; ++j) buffer[j] = x[j0 + j] - m;
     exp_fixed(buffer, len, buffer, isa);
-    const index_t whole = len - len % lanes;
-    for (index_t j = 0; j < whole; j += lanes)
-      for (index_t l = 0; l < lanes; ++l) acc[l] += static_cast<double>(buffer[j + l]);
-    for (index_t j = whole; j < len; ++j) acc[j - whole] += static_cast<double>(buffer[j]);
+    dense_detail::lane_accumulate(acc, len, [&](index_t j) { return static_cast<double>(buffer[j]); });
   }
-  double total = acc[0];
-  for (index_t l = 1; l < lanes; ++l) total += acc[l];
-  return static_cast<float>(total);
+  return dense_detail::lane_total(acc);
 }
 
 inline bool held(index_t y, index_t vocab_begin, index_t vocab_local) noexcept {
@@ -131,7 +117,7 @@ void forward(const float* logits, index_t tokens, index_t vocab_local, index_t l
   float* m = stats.data();
   float* s = m + tokens;
   float* target = s + tokens;
-  for (index_t t = 0; t < tokens; ++t) m[t] = valid(t) ? row_max(logits + t * ld, vocab_local) : 0.0f;
+  for (index_t t = 0; t < tokens; ++t) m[t] = valid(t) ? dense_detail::row_max(logits + t * ld, vocab_local) : 0.0f;
   reduce(std::span<float>(m, static_cast<std::size_t>(tokens)), ReduceOp::max);
   for (index_t t = 0; t < tokens; ++t) {
     const float* x = logits + t * ld;

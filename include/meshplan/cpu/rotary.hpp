@@ -34,7 +34,7 @@
 //   in that order (both permuted alike, so q.k is unchanged).
 // torch rounds both products and then the sum; the fma rounds once: at most an ulp of the
 // larger product apart. Every multiply-add is an explicit fma, so the bits do not depend
-// on compile flags or on the instruction set path.
+// on compile flags or on the instruction set path (cpu/dense_common.hpp's fma clone).
 //
 // The backward applies the transpose (the inverse rotation), in place on the gradient:
 //   half-split:  dr[i] = fma(g[i], c, g[i + h] * s),  dr[i + h] = fma(g[i + h], c, -(g[i] * s))
@@ -51,13 +51,8 @@
 
 #include "meshplan/core/diagnostic.hpp"
 #include "meshplan/core/size.hpp"
+#include "meshplan/cpu/dense_common.hpp"
 #include "meshplan/cpu/isa.hpp"
-
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define MESHPLAN_DENSE_FMA_CLONE 1
-#define MESHPLAN_DENSE_FMA_TARGET __attribute__((target("avx2,fma")))
-#endif
-#define MESHPLAN_DENSE_INLINE __attribute__((always_inline)) inline
 
 namespace meshplan::cpu {
 
@@ -114,73 +109,57 @@ class RopeTable {
 
 namespace rope_detail {
 
-// Blocks of a fixed count vectorize at -O2 (cpu/attention.hpp says more).
-inline constexpr index_t block = 16;
-
-// The half-split rotation of lo[i], hi[i] (i < n) by c[i], s[i]; `sign` +1 forward, -1 for
-// the transpose (sin negated: the inverse rotation). The operands of each fma are those of
+// The half-split rotation of lo[i], hi[i] (i < n) by c[i], s[i]; `inverse` for the
+// transpose (sin negated: the inverse rotation). The operands of each fma are those of
 // the header's formulas for either sign (negation is exact).
 MESHPLAN_DENSE_INLINE void rotate(const float* __restrict in_lo, const float* __restrict in_hi, float* __restrict lo,
                                   float* __restrict hi, const float* __restrict c, const float* __restrict s,
                                   index_t n, bool inverse) {
-  auto one = [&](index_t i) {
+  dense_detail::for_blocks(n, [&](index_t i) {
     const float a = in_lo[i], b = in_hi[i];
     const float sn = inverse ? -s[i] : s[i];
     lo[i] = std::fma(a, c[i], -(b * sn));
     hi[i] = std::fma(b, c[i], a * sn);
-  };
-  const index_t whole = n - n % block;
-  for (index_t i = 0; i < whole; i += block)
-    for (index_t l = 0; l < block; ++l) one(i + l);
-  for (index_t i = whole; i < n; ++i) one(i);
+  });
 }
 
-MESHPLAN_DENSE_INLINE void apply_rows(float* x, index_t tokens, index_t heads, index_t head_stride, index_t offset,
-                                      index_t d, const RopeTable& table, bool interleaved, bool inverse) {
-  const index_t h = d / 2;
-  std::vector<float> buffer(static_cast<std::size_t>(2 * d));  // a head's d values, and the result
-  float* in = buffer.data();
-  float* out = in + d;
-  for (index_t t = 0; t < tokens; ++t) {
-    const float* c = table.cos_row(t);
-    const float* s = table.sin_row(t);
-    for (index_t head = 0; head < heads; ++head) {
-      float* r = x + (t * heads + head) * head_stride + offset;
-      if (interleaved && !inverse) {
-        // De-interleave into [evens, odds], rotate as halves, write in that order.
-        for (index_t i = 0; i < h; ++i) {
-          in[i] = r[2 * i];
-          in[i + h] = r[2 * i + 1];
+// The body run_clone compiles as the portable and the fma clone (cpu/dense_common.hpp).
+struct Apply {
+  template <bool>
+  MESHPLAN_DENSE_INLINE static void run(float* x, index_t tokens, index_t heads, index_t head_stride, index_t offset,
+                                        index_t d, const RopeTable& table, bool interleaved, bool inverse) {
+    const index_t h = d / 2;
+    std::vector<float> buffer(static_cast<std::size_t>(2 * d));  // a head's d values, and the result
+    float* in = buffer.data();
+    float* out = in + d;
+    for (index_t t = 0; t < tokens; ++t) {
+      const float* c = table.cos_row(t);
+      const float* s = table.sin_row(t);
+      for (index_t head = 0; head < heads; ++head) {
+        float* r = x + (t * heads + head) * head_stride + offset;
+        if (interleaved && !inverse) {
+          // De-interleave into [evens, odds], rotate as halves, write in that order.
+          for (index_t i = 0; i < h; ++i) {
+            in[i] = r[2 * i];
+            in[i + h] = r[2 * i + 1];
+          }
+          rotate(in, in + h, r, r + h, c, s, h, false);
+        } else if (interleaved) {
+          // The gradient arrives in the de-interleaved order; the input's order is interleaved.
+          std::copy(r, r + d, in);
+          rotate(in, in + h, out, out + h, c, s, h, true);
+          for (index_t i = 0; i < h; ++i) {
+            r[2 * i] = out[i];
+            r[2 * i + 1] = out[i + h];
+          }
+        } else {
+          std::copy(r, r + d, in);
+          rotate(in, in + h, r, r + h, c, s, h, inverse);
         }
-        rotate(in, in + h, r, r + h, c, s, h, false);
-      } else if (interleaved) {
-        // The gradient arrives in the de-interleaved order; the input's order is interleaved.
-        std::copy(r, r + d, in);
-        rotate(in, in + h, out, out + h, c, s, h, true);
-        for (index_t i = 0; i < h; ++i) {
-          r[2 * i] = out[i];
-          r[2 * i + 1] = out[i + h];
-        }
-      } else {
-        std::copy(r, r + d, in);
-        rotate(in, in + h, r, r + h, c, s, h, inverse);
       }
     }
   }
-}
-
-inline void apply_portable(float* x, index_t tokens, index_t heads, index_t head_stride, index_t offset, index_t d,
-                           const RopeTable& table, bool interleaved, bool inverse) {
-  apply_rows(x, tokens, heads, head_stride, offset, d, table, interleaved, inverse);
-}
-#if defined(MESHPLAN_DENSE_FMA_CLONE)
-// The fma instruction inline (std::fma is a library call on baseline x86-64); same bits.
-MESHPLAN_DENSE_FMA_TARGET inline void apply_fma(float* x, index_t tokens, index_t heads, index_t head_stride,
-                                                index_t offset, index_t d, const RopeTable& table, bool interleaved,
-                                                bool inverse) {
-  apply_rows(x, tokens, heads, head_stride, offset, d, table, interleaved, inverse);
-}
-#endif
+};
 
 inline void apply(float* x, index_t tokens, index_t heads, index_t head_stride, index_t offset, index_t d,
                   const RopeTable& table, bool interleaved, bool inverse, Isa isa) {
@@ -196,13 +175,10 @@ inline void apply(float* x, index_t tokens, index_t heads, index_t head_stride, 
                                    : Message::rule("shape_matches") << "rope over " << tokens
                                                                     << " tokens with a table of " << table.tokens()
                                                                     << " positions");
-  enforce(isa_runnable(isa) ? Message{}
-                            : Message::rule("cpu_isa") << "the " << to_string(isa) << " path cannot run on this CPU");
+  dense_detail::check_isa(isa);
   if (tokens <= 0 || heads <= 0 || d == 0) return;
-#if defined(MESHPLAN_DENSE_FMA_CLONE)
-  if (isa != Isa::portable) return apply_fma(x, tokens, heads, head_stride, offset, d, table, interleaved, inverse);
-#endif
-  apply_portable(x, tokens, heads, head_stride, offset, d, table, interleaved, inverse);
+  dense_detail::run_clone<Apply>(dense_detail::use_fma_clone(isa), x, tokens, heads, head_stride, offset, d, table,
+                                 interleaved, inverse);
 }
 
 }  // namespace rope_detail
