@@ -21,6 +21,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -38,6 +39,7 @@
 #include "meshplan/nn/embedding.hpp"
 #include "meshplan/nn/execution_plan.hpp"
 #include "meshplan/nn/mla_attention.hpp"
+#include "meshplan/nn/optimizer.hpp"
 #include "meshplan/nn/output_head.hpp"
 #include "meshplan/nn/rms_norm.hpp"
 #include "meshplan/placement/sharding.hpp"
@@ -275,18 +277,38 @@ class CausalLM {
     throw RuleViolation(Message::rule("flow_step") << "the model has no parameter '" << name << "'");
   }
 
-  /// Plain SGD on every piece with the last backward's gradients.
-  void sgd_step(float lr) {
-    for (Param* p : params())
-      for (index_t i = 0; i < p->value.numel(); ++i) p->value[i] -= lr * p->grad[i];
+  /// One optimizer step on every piece with the last backward's gradients (the MoE blocks'
+  /// weights included; DeepSeek-V3's correction bias has no gradient and stays).
+  template <Optimizer O>
+  void step(O& opt) {
+    opt.begin_step();
+    for (Param* p : params()) opt.update(p->name, p->value.span(), p->grad.span());
     for (auto& l : layers_) {
       if (l.gqa) l.gqa->repack();
       if (l.mla) l.mla->repack();
       if (l.mlp) l.mlp->repack();
-      if (l.moe) l.moe->sgd_step(l.moe_grads, lr);
     }
     head_.repack();
+    for (const auto& moe : moe_layers()) {
+      MoEWeights<float> w = moe.block->local_weights().w;
+      const typename Block::Gradients& g = *moe.grads;
+      for (auto [t, grad, name] : {std::tuple{&w.router, &g.router, "gate.weight"},
+                                   std::tuple{&w.gate_up, &g.gate_up, "experts.gate_up_proj"},
+                                   std::tuple{&w.down, &g.down, "experts.down_proj"},
+                                   std::tuple{&w.shared_gate, &g.shared_gate, "shared_experts.gate_proj.weight"},
+                                   std::tuple{&w.shared_up, &g.shared_up, "shared_experts.up_proj.weight"},
+                                   std::tuple{&w.shared_down, &g.shared_down, "shared_experts.down_proj.weight"}})
+        if (!t->empty()) opt.update(moe.prefix + name, t->span(), grad->span());
+      moe.block->set_local_weights(std::move(w));
+    }
   }
+
+  /// Plain SGD: step(Sgd{lr}).
+  void sgd_step(float lr) {
+    Sgd opt{lr};
+    step(opt);
+  }
+
 
  private:
   struct Layer {
