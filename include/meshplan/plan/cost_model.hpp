@@ -134,9 +134,16 @@ constexpr index_t out_width(const ParamInfo& p, const ModelSpec& m) noexcept {
     default: return m.hidden_size;
   }
 }
+/// MLA's kv_b_proj writes the key and value heads; the keys also carry the rope key k_rope,
+/// one head of qk_rope_head_dim shared by all heads (kv_a_proj_with_mqa's output beside the
+/// kv latent). Where the heads are split, k_rope's gradient summed over a rank's heads is as
+/// partial as the latent's: the input gradient reduced here is [kv latent | k_rope].
+constexpr index_t mla_shared_rope_width(const ParamInfo& p, const ModelSpec& m) noexcept {
+  return m.uses_mla() && p.name == "layers.*.self_attn.kv_b_proj.weight" ? m.qk_rope_head_dim : 0;
+}
 constexpr index_t in_width(const ParamInfo& p, const ModelSpec& m) noexcept {
   switch (p.kind) {
-    case ParamKind::linear: return p.dims[1].extent;
+    case ParamKind::linear: return p.dims[1].extent + mla_shared_rope_width(p, m);
     default: return m.hidden_size;
   }
 }
