@@ -19,13 +19,24 @@
 // reduce-scatters) its partial sums, vocab-parallel embeddings all-reduce,
 // colwise_gather_output all-gathers, gather hooks all-gather, expert parallelism
 // all-to-alls the routed rows out and back, expert tensor parallelism all-reduces the
-// combined output, loss_parallel all-reduces three fp32 values per token. Backward: every
-// activation that is replicated on an axis and read by a module with split weights gets a
-// partial gradient, reduced once per activation (all-reduce, or reduce-scatter where a
-// gather hook produced it); the adjoint of a reduce-scatter is an all-gather, of a token
-// split an all-gather, of an all-to-all an all-to-all. Gradients of parameters that are
-// replicated on an axis where their inputs differ between ranks (data, expert or sequence
-// parallel axes, head-sharded norms) are all-reduced once per training step.
+// combined output, loss_parallel all-reduces three fp32 values per token, and the loss
+// all-gathers every data member's per-token losses (fp32) over the data axes. Backward:
+// every activation that is replicated on an axis and read by a module with split weights
+// gets a partial gradient, reduced once per activation (all-reduce, or reduce-scatter where
+// a gather hook produced it; for MLA's kv_b_proj the shared rope key's gradient with it);
+// the adjoint of a reduce-scatter is an all-gather, of a token split an all-gather, of an
+// all-to-all an all-to-all. Gradients of parameters that are replicated on an axis where
+// their inputs differ between ranks (data, expert or sequence parallel axes, head-sharded
+// norms) are summed once per training step (grad_sync: per rank on average over the group,
+// as comm/ordered_sum.hpp's chains send).
+//
+// Not counted: control messages (the agreement flags before collectives, comm/agree.hpp;
+// the one count per member exchanged ahead of a gather of uneven pieces, as the loss's and
+// the token hooks' row counts). All-to-alls assume uniform routing: (n-1)/n of the routed
+// rows leave the rank; the real share depends on the router. tests/unit/model_bytes_test.cpp
+// runs one training step of every family under every built-in plan and checks these
+// figures against the bytes nn::CausalLM's collectives send, per pass and per part of the
+// model (the all-to-alls at the step's own routing share).
 
 #include <cstddef>
 #include <optional>
@@ -213,6 +224,21 @@ inline CostReport cost_model(const ModelSpec& model, const MeshSpec& mesh, std::
       expert_partial.clear();
     }
     const ParamInfo* p = step.kind == FlowStepKind::param ? param_of(step.name) : nullptr;
+    // The loss is the mean over the whole batch's labelled tokens: every data member
+    // all-gathers the others' per-token losses (fp32) and sums them in global token order.
+    if (step.kind == FlowStepKind::loss) {
+      index_t members = 1;
+      std::string axes;
+      for (std::size_t a = 0; a < nax; ++a) {
+        if (model_axis[a] || mesh.axis_size(a) <= 1) continue;
+        members *= mesh.axis_size(a);
+        axes += (axes.empty() ? "" : ",") + std::string(mesh.axis_name(a));
+      }
+      const double payload = static_cast<double>(members) * tokens_at(i, nax) * 4;
+      if (members > 1)
+        section.forward.push_back({"loss (per-token losses)", std::move(axes), Collective::all_gather, members, payload,
+                                   payload * detail::ring_share(Collective::all_gather, members)});
+    }
     for (std::size_t a = 0; a < nax; ++a) {
       if (!at[i][a] || !at[i][a]->style) continue;
       const StyleSpec& style = *at[i][a]->style;
