@@ -51,20 +51,20 @@ class DenseMlp {
 
   template <Communicator C>
   Tensor<float> forward(C& comm, const CpuContext& c, const Tensor<float>& x_in, Kept* keep) const {
-    Tensor<float> x = scope_.enter(comm, x_in, "mlp gather");
+    Tensor<float> x = scope_.enter(comm, x_in, "dense mlp gather");
     const index_t T = x.dim(0), I = inter();
     Tensor<float> gu = gate_up_.forward(c, x);
     Tensor<float> act({T, I});
     cpu::silu_mul(gu.data(), T, I, 2 * I, act.data(), I, c.isa);
     Tensor<float> y = down_piece_.forward(c, act);
     if (keep) *keep = {std::move(x), std::move(gu), std::move(act)};
-    return scope_.exit(comm, down_out_.finish(comm, std::move(y), "mlp down"), "mlp exit");
+    return scope_.exit(comm, down_out_.finish(comm, std::move(y), "dense mlp down"), "dense mlp exit");
   }
 
   template <Communicator C>
   Tensor<float> backward(C& comm, const CpuContext& c, const Tensor<float>& dy_scope, const Kept& k) {
     const Tensor<float> dy_out = scope_.exit_backward(dy_scope);
-    const Tensor<float> dy = down_out_.output_grad(comm, dy_out, "mlp backward gather");
+    const Tensor<float> dy = down_out_.output_grad(comm, dy_out, "dense mlp backward gather");
     const index_t T = k.x.dim(0), I = inter(), H = k.x.dim(1);
     Tensor<float> da({T, I});
     down_piece_.backward_input(c, dy.data(), T, H, da.data(), I);
@@ -81,8 +81,8 @@ class DenseMlp {
                     outer_.run(c, terms);
                   },
                   std::nullopt};
-    finish_gradients(comm, s, "mlp grad");
-    return scope_.enter_backward(comm, std::move(dx), "mlp input grad");
+    finish_gradients(comm, s, "dense mlp grad");
+    return scope_.enter_backward(comm, std::move(dx), "dense mlp input grad");
   }
 
  private:

@@ -1,7 +1,10 @@
 #pragma once
 // RMSNorm as transformers runs it in fp32: y = w * (x / sqrt(mean(x^2) + eps)), on the
 // tokens the rank holds (whole on every rank, or a sequence shard under
-// sequence_parallel). Its weight gradient sums over the step's token group.
+// sequence_parallel). Its weight gradient sums over the step's token group; its collectives
+// are labelled by where the norm sits: "attention norm grad" (Qwen3's q/k norms, the MLA
+// latents' norms), "layer norm grad" (input_layernorm, post_attention_layernorm) or
+// "final norm grad".
 
 #include <string_view>
 #include <utility>
@@ -48,11 +51,18 @@ class RmsNorm {
                                            nullptr, w_.grad.data(), fresh);
                   },
                   std::move(then)};
-    finish_gradients(comm, s, "rms_norm grad");
+    finish_gradients(comm, s, grad_label(w_.name));
     return dx;
   }
 
  private:
+  /// The label of the weight gradient's collectives, from the weight's checkpoint name.
+  static std::string_view grad_label(std::string_view name) noexcept {
+    if (name.find(".self_attn.") != std::string_view::npos) return "attention norm grad";
+    if (name.find("layernorm") != std::string_view::npos) return "layer norm grad";
+    return "final norm grad";
+  }
+
   Param w_;
   float eps_ = 1e-6f;
   TokenGroup tokens_;
