@@ -51,12 +51,12 @@ using mp::runner::UsageError;
 namespace {
 
 constexpr const char* kUsage = R"(usage: meshplan-run --model DIR --input FILE --mesh AXES [--plan NAME] [--logits FILE]
-                    [--train [--steps N] [--lr X] [--losses FILE]]
+                    [--train [--steps N] [--lr X] [--optimizer sgd|adamw] [--losses FILE]]
                     [--save DIR] [--save-sharded DIR] [--threads N]
 
 Runs a whole transformers causal-LM model (Qwen3, Qwen3-MoE, Mixtral, DeepSeek-V3) on a
 mesh of ranks, each reading only its pieces of the weights: a forward on a batch of token
-ids, or SGD training steps on it; writes the logits and saves the model.
+ids, or training steps on it; writes the logits and saves the model.
 
   --model DIR      a transformers checkpoint directory (config.json and model.safetensors,
                    or model.safetensors.index.json and the files it names), or one written
@@ -73,10 +73,12 @@ ids, or SGD training steps on it; writes the logits and saves the model.
                    on a mesh without tp, tp on a mesh without ep, else ep_sp
   --logits FILE    written: logits F32 [batch, length, vocab] and, with labels, loss F32 [1];
                    after --train, those of the trained model
-  --train          SGD training on the input's batch (labels needed): --steps times a
-                   forward, a backward and an SGD update, printing the loss before each
+  --train          training on the input's batch (labels needed): --steps times a
+                   forward, a backward and an optimizer update, printing the loss before each
   --steps N        with --train: the number of steps (default 1; 0 to 100000)
   --lr X           with --train: the learning rate (default 0.1)
+  --optimizer NAME with --train: sgd (default) or adamw (torch.optim.AdamW's update:
+                   betas 0.9, 0.999, eps 1e-8, weight decay 0.01)
   --losses FILE    with --train: written: losses F32 [N], the loss before each step
   --save DIR       after the run: every piece gathered and written as transformers saves a
                    model (config.json, model.safetensors); from_pretrained(DIR) loads it
@@ -104,7 +106,7 @@ Exit status: 0; 2 for bad input or usage (the broken rule is named); 1 for other
 using Mesh = mp::DeviceMesh<mp::Axis<"dp">, mp::Axis<"ep">, mp::Axis<"tp">>;
 
 struct Options {
-  std::string model, input, mesh, plan, logits, steps, lr, losses, save, save_sharded, threads;
+  std::string model, input, mesh, plan, logits, steps, lr, optimizer, losses, save, save_sharded, threads;
   bool train = false, help = false;
 };
 
@@ -118,6 +120,7 @@ Options parse(int argc, char** argv) {
                                       {"--logits", &o.logits},
                                       {"--steps", &o.steps},
                                       {"--lr", &o.lr},
+                                      {"--optimizer", &o.optimizer},
                                       {"--losses", &o.losses},
                                       {"--save", &o.save},
                                       {"--save-sharded", &o.save_sharded},
@@ -126,16 +129,18 @@ Options parse(int argc, char** argv) {
   if (o.help) return o;
   mp::runner::require({{"--model", &o.model}, {"--input", &o.input}, {"--mesh", &o.mesh}});
   if (!o.train)
-    for (auto [value, name] : {std::pair{&o.steps, "--steps"}, {&o.lr, "--lr"}, {&o.losses, "--losses"}})
+    for (auto [value, name] :
+         {std::pair{&o.steps, "--steps"}, {&o.lr, "--lr"}, {&o.optimizer, "--optimizer"}, {&o.losses, "--losses"}})
       if (!value->empty())
         throw UsageError(mp::runner::options_rule() << name << " goes with --train (SGD steps on the input's batch)");
   return o;
 }
 
-/// The steps and learning rate of --train.
+/// The steps, learning rate and optimizer of --train.
 struct Training {
   int steps = 1;
   float lr = 0.1f;
+  bool adamw = false;
 };
 
 Training training_of(const Options& o) {
@@ -149,6 +154,9 @@ Training training_of(const Options& o) {
                                                   << "'");
     t.lr = static_cast<float>(lr);
   }
+  if (!o.optimizer.empty() && o.optimizer != "sgd" && o.optimizer != "adamw")
+    throw UsageError(mp::runner::options_rule() << "--optimizer is sgd or adamw, not '" << o.optimizer << "'");
+  t.adamw = o.optimizer == "adamw";
   return t;
 }
 
@@ -376,12 +384,15 @@ void run_rank(C& comm, const Job& job) {
   auto model = mp::nn::CausalLM<Mesh, Plan>::load(comm, job.ckpt.spec, job.mesh, job.ckpt.source, job.threads);
 
   std::vector<float> losses;
+  mp::nn::Sgd sgd{job.training.lr};
+  mp::nn::AdamW adamw({.lr = job.training.lr});
   if (o.train)
     for (int s = 0; s < job.training.steps; ++s) {
       const auto t0 = Clock::now();
       const auto step = model->forward(comm, batch, mp::nn::Mode::train);
       model->backward(comm);
-      model->sgd_step(job.training.lr);
+      if (job.training.adamw) model->step(adamw);
+      else model->step(sgd);
       const auto t = Clock::now() - t0;
       losses.push_back(static_cast<float>(step.loss));
       if (speak) {
@@ -496,7 +507,8 @@ void print_header(const Job& job, index_t ranks, const char* rank_word) {
   text += ", mesh " + job.spec.to_string() + " (" + plural(ranks, rank_word) + ", " + plural(job.threads, "thread") +
           " each), plan " + job.o.plan;
   if (job.o.train)
-    text += ", training " + plural(job.training.steps, "SGD step") + " at lr " + (job.o.lr.empty() ? "0.1" : job.o.lr);
+    text += ", training " + plural(job.training.steps, job.training.adamw ? "AdamW step" : "SGD step") + " at lr " +
+            (job.o.lr.empty() ? "0.1" : job.o.lr);
   std::printf("%s\n", text.c_str());
   std::fflush(stdout);
 }
