@@ -29,6 +29,7 @@
 #include "meshplan/comm/communicator.hpp"
 #include "meshplan/core/diagnostic.hpp"
 #include "meshplan/core/tensor.hpp"
+#include "meshplan/cpu/cross_entropy.hpp"
 #include "meshplan/cpu/moe_backend.hpp"
 #include "meshplan/cpu/thread_pool.hpp"
 #include "meshplan/mesh/mesh_spec.hpp"
@@ -91,7 +92,7 @@ inline Message token_in_vocab(const TokenBatch& b, index_t vocab) {
                                              << static_cast<index_t>(i) % b.length << ") has id " << b.ids[i]
                                              << ", outside the vocabulary of " << vocab;
   for (std::size_t i = 0; i < b.labels.size(); ++i)
-    if (b.labels[i] != -100 && (b.labels[i] < 0 || b.labels[i] >= vocab))
+    if (b.labels[i] != cpu::ignore_index && (b.labels[i] < 0 || b.labels[i] >= vocab))
       return Message::rule("token_in_vocab") << "label " << static_cast<index_t>(i) << " is " << b.labels[i]
                                              << ", neither -100 nor inside the vocabulary of " << vocab;
   return {};
@@ -174,12 +175,12 @@ class CausalLM {
     step.loss = std::numeric_limits<double>::quiet_NaN();
     // An empty batch has (no) labels too: its loss is NaN and its gradients zeros.
     if (!batch.labels.empty() || batch.ids.empty()) {
-      std::vector<index_t> shifted(kept_.ids.size(), -100);
+      std::vector<index_t> shifted(kept_.ids.size(), cpu::ignore_index);
       index_t labelled = 0;
       for (index_t s = 0; s < batch.sequences; ++s)
         for (index_t p = 0; p + 1 < batch.length; ++p) {
           const std::int64_t l = batch.labels[static_cast<std::size_t>(s * batch.length + p + 1)];
-          if (l == -100) continue;
+          if (l == cpu::ignore_index) continue;
           ++labelled;
           if (s >= mine.offset && s < mine.offset + mine.size)
             shifted[static_cast<std::size_t>((s - mine.offset) * batch.length + p)] = l;
