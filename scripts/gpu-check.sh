@@ -94,7 +94,7 @@ EOF
 )
   [ -d "$kit/lib" ] && dirs+=("$(realpath "$kit/lib")")
   local IFS=:
-  echo "${dirs[*]}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  echo "${dirs[*]}"
 }
 
 # `all`'s phases: phase NAME BUDGET BIT COMMAND... runs the command under its budget, its
@@ -147,8 +147,11 @@ all() {
   # The programs stay executable whatever the copy did to their modes.
   find "$kit/tests" "$kit/examples" "$kit/benchmarks" -maxdepth 1 -type f -exec chmod +x {} + 2>/dev/null
   export PATH="/usr/local/cuda/bin:$PATH"
-  LD_LIBRARY_PATH=$(cuda_library_path)
-  export LD_LIBRARY_PATH
+  # The kit's programs look in the CUDA folders first; PyTorch keeps its own libraries first
+  # (the torch phase), the bridge finding what torch has not loaded after them.
+  local given=${LD_LIBRARY_PATH:-} cuda_dirs
+  cuda_dirs=$(cuda_library_path)
+  export LD_LIBRARY_PATH="$cuda_dirs${given:+:$given}"
   device=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>>"$log" | head -n 1)
   { nvidia-smi 2>&1 | head -n 15; echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"; } >>"$log"
   echo "device: ${device:-none visible}" | tee -a "$log"
@@ -166,7 +169,8 @@ all() {
   grep -a "^== .*\(FAILED\|ran out\)" "$log" | tail -n 4
   bench_phase permute "$permute_s" "$kit/benchmarks/permute_bench"
   bench_phase experts "$experts_s" "$kit/benchmarks/experts_bench"
-  bench_phase torch "$torch_s" python3 benchmarks/cuda/torch_bench.py --bridge "$kit/benchmarks/libmeshplan_torch_bridge.so"
+  bench_phase torch "$torch_s" env LD_LIBRARY_PATH="${given:+$given:}$cuda_dirs" \
+    python3 benchmarks/cuda/torch_bench.py --bridge "$kit/benchmarks/libmeshplan_torch_bridge.so"
   phase figures "$figures_s" 8 bash -c "
     python3 tools/perf/figures_to_tables.py collect --permute '$work/permute.json' --experts '$work/experts.json' \
       --torch '$work/torch.json' --device '$device' --phases '$work/phases.jsonl' --out '$out/figures.json' &&
@@ -222,6 +226,19 @@ dry_run() {
         --expect-skip --log "$tmp/tests.log" || { cat "$tmp/tests.log"; fail "a test of the kit did not skip as it must without a GPU"; }
     fi
   fi
+
+  # The runner's verdicts against CTest's rules, on tests whose outcome is known.
+  local judge=tests/data/gpu-check/judge_manifest.json
+  python3 tools/gpu_check/run_tests.py --kit "$tmp/judge-kit" --source . --manifest "$judge" --jobs 4 --budget 60 \
+    --log "$tmp/judge.log" --results "$tmp/judge.json" >/dev/null
+  python3 - "$judge" "$tmp/judge.json" <<'EOF' || { cat "$tmp/judge.log"; fail "run_tests.py judges a test as CTest would not"; }
+import json, sys
+tests, results = (json.load(open(p))["tests"] for p in sys.argv[1:])
+got = {r["name"]: r["status"] for r in results}
+wrong = [f"{t['name']}: {got.get(t['name'])}, not {t['expect']}" for t in tests if got.get(t["name"]) != t["expect"]]
+print("\n".join(wrong) or f"dry-run: run_tests.py judges {len(tests)} known cases as CTest does")
+sys.exit(1 if wrong else 0)
+EOF
 
   # The figures pipeline on the sample benchmark files, against the expected tables.
   local data=tests/data/gpu-check

@@ -96,7 +96,7 @@ class Runner:
         except subprocess.TimeoutExpired as e:
             output = (e.stdout or b"").decode(errors="replace")
             ran_out = timeout < float(test.get("timeout") or CTEST_DEFAULT_TIMEOUT)
-            result.update(status="timeout", reason="the budget ran out" if ran_out else f"its timeout, {timeout:.0f} s")
+            result.update(status="timeout", reason="the budget ran out" if ran_out else f"its timeout, {timeout:g} s")
         except OSError as e:
             output = ""
             result.update(status="failed", reason=f"could not start: {e}")
