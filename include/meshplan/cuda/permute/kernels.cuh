@@ -36,7 +36,8 @@ __global__ inline void inverse_permutation(const std::int32_t* order, int n, std
 /// n / d for 0 <= n < 2^31 without a division instruction (an integer division is a
 /// long instruction sequence on the GPU): d's multiplier and shift are found once on the
 /// host (Granlund and Montgomery's round-up method), then each quotient is a multiply-high,
-/// an add and a shift. Exact for every such n and every d in [1, 2^31).
+/// an add and a shift. Exact for every such n and every d in [1, 2^31); the callers refuse
+/// d = 0 before (DevicePermute::gather_rows: top_k below 1).
 struct FastDivide {
   std::uint32_t divisor = 1, multiplier = 1, shift = 0;
 
