@@ -26,10 +26,13 @@
 //    router_agreement's rank bound: softmax routers, consecutive scores among the top k + 1
 //    differ by more than rank_bound relative; DeepSeek-V3, consecutive choice values
 //    (sigmoid + bias) among the kept experts' top k + 1 by more than rank_bound absolute,
-//    and the last kept and the first dropped group score by more than group_bound. Below
-//    the bound the GPU may pick the other of two near-tied experts or groups; for scores in
-//    fp32's normal range (above 2^-126) nothing else can differ;
-//  - the weights are within router_agreement::weight_bound of the CPU's, relative.
+//    and the last kept and the first dropped group score by more than group_bound (two
+//    experts with the same bits of logit, and of bias, are equal on both sides and go to
+//    the lower index: they decide nothing). Below the bound the GPU may pick the other of
+//    two near-tied experts or groups; for scores in fp32's normal range (above 2^-126)
+//    nothing else can differ;
+//  - where the choice is the same, the weights are within router_agreement::weight_bound of
+//    the CPU's, relative (again for scores in the normal range).
 
 #include <cuda_runtime_api.h>
 
