@@ -18,8 +18,6 @@
 #include <string_view>
 #include <type_traits>
 
-#include <boost/hana/tuple.hpp>
-
 #include "meshplan/core/diagnostic.hpp"
 #include "meshplan/core/fixed_string.hpp"
 #include "meshplan/plan/style.hpp"
@@ -87,8 +85,6 @@ struct Plan {
   /// The plan itself; named plans derive from Plan<...> and plan_cat_t reads this.
   using plan_type = Plan;
   static constexpr std::array<EntrySpec, sizeof...(Entries)> entries{Entries::spec...};
-  /// The entries as a Hana tuple of types, for type-level work on plans.
-  static constexpr auto entry_types = boost::hana::tuple_t<Entries...>;
 };
 
 template <class T>
