@@ -12,7 +12,10 @@
 // Shapes: Qwen3-30B-A3B (H 2048, I 768, E 128, k 8), Mixtral-8x7B (H 4096, I 14336, E 8,
 // k 2), DeepSeek-V3 (H 7168, I 2048, E 256, k 8); 4096, 16384 and 65536 tokens; uniform
 // routing and a skewed one (expert e drawn with weight 1 / (e + 1)). bf16, outputs bf16.
-// Median of 10 runs after 2 warm-ups; TFLOP/s = 2 * rows * 3 * H * I / time.
+// Median of 10 runs after 2 warm-ups; TFLOP/s = 2 * rows * 3 * H * I / time. Each record
+// also names the fused kernels' tile class (large or small, from the load) and, for
+// wgmma, its pipeline stages and shared memory per block, so that a measurement says
+// which pipeline it measured.
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
@@ -88,7 +91,8 @@ void run_case(const Shape& shape, index_t tokens, bool skewed, cudaStream_t s, n
   mp::cuda::DeviceBuffer<bf16> y(static_cast<std::size_t>(rows * H));
 
   const double flops = 2.0 * static_cast<double>(rows) * 3.0 * static_cast<double>(H) * static_cast<double>(I);
-  auto record = [&](const char* what, double ms, double dense_ms) {
+  const bool large = mp::cuda::large_tiles(offsets);
+  auto record = [&](const char* what, double ms, double dense_ms, nlohmann::json extra = nlohmann::json::object()) {
     const double tflops = flops / (ms * 1e-3) / 1e12;
     const double dense = flops / (dense_ms * 1e-3) / 1e12;
     std::fprintf(stderr, "%-14s %-19s tokens %6lld %-7s %9.3f ms %7.1f TFLOP/s  (%5.1f%% of dense)\n", shape.model,
@@ -105,7 +109,9 @@ void run_case(const Shape& shape, index_t tokens, bool skewed, cudaStream_t s, n
                    {"ms", ms},
                    {"tflops", tflops},
                    {"dense_tflops", dense},
-                   {"ratio_to_dense", tflops / dense}});
+                   {"ratio_to_dense", tflops / dense},
+                   {"tile_class", large ? "large" : "small"}});
+    out.back().update(extra);
   };
 
   // Dense: the same FLOPs as two plain cuBLAS GEMMs through one expert's weights, bf16 out
@@ -139,14 +145,20 @@ void run_case(const Shape& shape, index_t tokens, bool skewed, cudaStream_t s, n
   for (mp::cuda::ExpertPath path : paths) {
     mp::cuda::FusedExperts fused(path);
     const std::string name = std::string("fused-") + mp::cuda::to_string(path);
+    nlohmann::json pipeline = nlohmann::json::object();
+    if (path == mp::cuda::ExpertPath::wgmma) {
+      using P = mp::cuda::WgmmaPolicies;
+      pipeline = {{"stages", large ? P::large::stages : P::small::stages},
+                  {"shared_bytes", large ? P::large::shared_bytes : P::small::shared_bytes}};
+    }
     record(name.c_str(), median_ms([&] {
              fused.grouped(grouped.data(), nullptr, 1, offsets, gate_up.data(), down.data(), H, I, y.data(), s);
            }, s),
-           dense_ms);
+           dense_ms, pipeline);
     record((name + "+perm").c_str(), median_ms([&] {
              fused.grouped(x.data(), d_order.data(), k, offsets, gate_up.data(), down.data(), H, I, y.data(), s);
            }, s),
-           dense_ms);
+           dense_ms, pipeline);
   }
 }
 

@@ -120,10 +120,41 @@ TEST_CASE("host: the wgmma accumulators cover the m64n128 tile once, as mma.sync
 
 TEST_CASE("host: the sm_90 tiles fit the shared memory and the threads", "[host]") {
   using P = meshplan::cuda::WgmmaPolicies;
+  using S = meshplan::cuda::Sm90SharedMemory;
   namespace k = meshplan::cuda::kernels;
-  STATIC_REQUIRE(k::wgmma_shared_bytes<P::large>() <= 227 * 1024);  // sm_90's opt-in maximum
-  STATIC_REQUIRE(2 * k::wgmma_shared_bytes<P::small>() <= 227 * 1024);  // two small blocks per SM
+  STATIC_REQUIRE(S::budget(1) == 227 * 1024);  // the opt-in maximum of one block
+  STATIC_REQUIRE(S::budget(2) == 113 * 1024);  // half an SM's 228 KiB, less the 1 KiB reserved per block
+  // The stage counts the budgets give: 32 KiB stages of the large tile (128 A rows and 128
+  // B rows of 128 bytes), 24 KiB of the small one, 1 KiB to align the first.
+  STATIC_REQUIRE(P::large::stage_bytes == 32 * 1024);
+  STATIC_REQUIRE(P::small::stage_bytes == 24 * 1024);
+  STATIC_REQUIRE(P::large::stages == 7);
+  STATIC_REQUIRE(P::small::stages == 4);
+  // Each fits its share of the SM, and one more stage would not (the count is the most that fits).
+  STATIC_REQUIRE(k::wgmma_shared_bytes<P::large>() == 7 * 32 * 1024 + 1024);
+  STATIC_REQUIRE(k::wgmma_shared_bytes<P::large>() <= S::per_block);
+  STATIC_REQUIRE(k::wgmma_shared_bytes<P::large>() + P::large::stage_bytes > S::budget(1));
+  STATIC_REQUIRE(2 * (k::wgmma_shared_bytes<P::small>() + S::reserved_per_block) <= S::per_sm);  // two small blocks
+  STATIC_REQUIRE(k::wgmma_shared_bytes<P::small>() + P::small::stage_bytes > S::budget(2));
+  STATIC_REQUIRE(meshplan::cuda::stages_that_fit(S::budget(1), 32 * 1024, 1024) == 7);
+  STATIC_REQUIRE(meshplan::cuda::stages_that_fit(S::budget(2), 32 * 1024, 1024) == 3);
+  // The staged output tiles (fp32 down: 128 columns) fit in the stages they reuse.
+  STATIC_REQUIRE(k::WgmmaStagedTile<P::large, float, 128>::bytes <= P::large::stages * P::large::stage_bytes);
+  STATIC_REQUIRE(k::WgmmaStagedTile<P::small, float, 128>::bytes <= P::small::stages * P::small::stage_bytes);
   STATIC_REQUIRE(P::large::block_k == P::small::block_k);  // the same k order in both classes
   STATIC_REQUIRE(P::large::block_m * 8 % P::large::threads == 0);
   STATIC_REQUIRE(P::small::b_rows * 8 % P::small::threads == 0);
+}
+
+TEST_CASE("host: the mma.sync blocks' shared memory holds the stages and the staged outputs", "[host]") {
+  using P = meshplan::cuda::ExpertGemmPolicies;
+  namespace k = meshplan::cuda::kernels;
+  // down_large's fp32 output tile (128 x (128 + 8) floats) outgrows its 3 stages: the
+  // launch asks for the larger.
+  STATIC_REQUIRE(k::gemm_shared_bytes<P::down_large, 1>() == 3 * 256 * 40 * 2);
+  STATIC_REQUIRE(k::gemm_block_shared_bytes<P::down_large, 1, float>() == 128 * 136 * 4);
+  STATIC_REQUIRE(k::gemm_block_shared_bytes<P::down_large, 1, __nv_bfloat16>() == 3 * 256 * 40 * 2);
+  STATIC_REQUIRE(k::gemm_block_shared_bytes<P::gate_up_small, 2, __nv_bfloat16>() == 3 * 128 * 40 * 2);
+  STATIC_REQUIRE(k::gemm_block_shared_bytes<P::down_small, 1, float>() == 3 * 128 * 40 * 2);
+  STATIC_REQUIRE(k::gemm_block_shared_bytes<P::down_large, 1, float>() <= 227 * 1024);
 }

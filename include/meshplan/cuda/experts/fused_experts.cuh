@@ -8,7 +8,9 @@
 //   down            writes each row's output [rows, H], fp32 or bf16, in expert order
 //
 // The host cuts every expert's rows into row tiles (experts without rows take no block)
-// and picks the tile shape by the load (tiles.cuh); the shape never changes a result.
+// and picks the tile shape by the load (tiles.cuh); the shape never changes a result. A
+// launch is one grid dimension of row tiles times column blocks, the column blocks of a
+// row tile consecutive (tile_work), so the blocks in flight share their A rows in L2.
 
 #include <cuda_bf16.h>
 #include <cuda_runtime_api.h>
@@ -81,10 +83,12 @@ class FusedExperts {
     static_assert(std::is_same_v<Row, float> || std::is_same_v<Row, bf16>, "fp32 or bf16 expert outputs");
     const index_t rows = offsets.empty() ? 0 : offsets.back();
     enforce(expert_rules::fused_sizes(rows, hidden, inter));
+    enforce(expert_rules::fused_alignment("output", out, static_cast<int>(sizeof(Row))));
     if (rows == 0) return;
     const bool large = large_tiles(offsets);
     if (path() == ExpertPath::wgmma) {
-      if (large) return launch<WgmmaKernels<WgmmaPolicies::large>>(a, gate_up, down, offsets, hidden, inter, out, stream);
+      if (large)
+        return launch<WgmmaKernels<WgmmaPolicies::large>>(a, gate_up, down, offsets, hidden, inter, out, stream);
       return launch<WgmmaKernels<WgmmaPolicies::small>>(a, gate_up, down, offsets, hidden, inter, out, stream);
     }
     using P = ExpertGemmPolicies;
@@ -102,13 +106,13 @@ class FusedExperts {
     static constexpr int block_m = GU::block_m, gate_up_columns = GU::block_n, down_columns = D::block_n;
     template <class... Args>
     static void gate_up(dim3 grid, cudaStream_t stream, Args... args) {
-      constexpr int shared = kernels::gemm_shared_bytes<GU, 2>();
+      constexpr int shared = kernels::gemm_block_shared_bytes<GU, 2, bf16>();
       allow_shared(kernels::gate_up_swiglu<GU>, shared);
       kernels::gate_up_swiglu<GU><<<grid, GU::threads, shared, stream>>>(args...);
     }
     template <class Row, class... Args>
     static void down(dim3 grid, cudaStream_t stream, Args... args) {
-      constexpr int shared = kernels::gemm_shared_bytes<D, 1>();
+      constexpr int shared = kernels::gemm_block_shared_bytes<D, 1, Row>();
       allow_shared(kernels::down<D, Row>, shared);
       kernels::down<D, Row><<<grid, D::threads, shared, stream>>>(args...);
     }
@@ -116,6 +120,8 @@ class FusedExperts {
   template <class P>
   struct WgmmaKernels {
     static constexpr int block_m = P::block_m, gate_up_columns = P::b_rows / 2, down_columns = P::b_rows;
+    // The stage count is the policy's budget arithmetic (tiles.cuh); the attribute asks
+    // for exactly what the launch passes.
     static constexpr int shared = kernels::wgmma_shared_bytes<P>();
     template <class... Args>
     static void gate_up(dim3 grid, cudaStream_t stream, Args... args) {
@@ -133,22 +139,31 @@ class FusedExperts {
   void launch(const kernels::ARows& a, const BOperands& gate_up, const BOperands& down,
               std::span<const index_t> offsets, index_t hidden, index_t inter, Row* out, cudaStream_t stream) {
     const std::vector<GemmTile> tiles = expert_tiles(offsets, K::block_m);
+    const auto n_tiles = static_cast<index_t>(tiles.size());
+    enforce(expert_rules::fused_grid(n_tiles, inter, K::gate_up_columns));
+    enforce(expert_rules::fused_grid(n_tiles, hidden, K::down_columns));
     tiles_.upload(tiles, stream);  // pageable: staged before cudaMemcpyAsync returns
     const index_t rows = offsets.back();
     act_.resize(static_cast<std::size_t>(rows * inter));
     const auto blocks = [&](index_t columns, int per_block) {
-      return dim3(static_cast<unsigned>(tiles.size()), static_cast<unsigned>((columns + per_block - 1) / per_block));
+      return dim3(static_cast<unsigned>(fused_blocks(n_tiles, columns, per_block)));
+    };
+    // The widest stores every output row allows (the activation is cudaMalloc'ed: 16 bytes
+    // where I % 8 == 0).
+    const auto store_bytes = [](const void* p, index_t columns, int element_bytes) {
+      return row_store_bytes(reinterpret_cast<std::uintptr_t>(p), columns, element_bytes);
     };
 
     const bool gu_vectors = hidden % 8 == 0 && aligned(a.rows) && aligned(gate_up.base[0]) && aligned(gate_up.base[1]);
     K::gate_up(blocks(inter, K::gate_up_columns), stream, tiles_.data(), a, gate_up, static_cast<int>(inter),
-               static_cast<int>(hidden), gu_vectors, act_.data());
+               static_cast<int>(hidden), gu_vectors, act_.data(), store_bytes(act_.data(), inter, 2));
     MESHPLAN_CUDA_CHECK(cudaGetLastError());
 
     const bool d_vectors = inter % 8 == 0 && aligned(act_.data()) && aligned(down.base[0]);
     K::template down<Row>(blocks(hidden, K::down_columns), stream, tiles_.data(),
                           kernels::ARows{act_.data(), nullptr, 1}, down, static_cast<int>(hidden),
-                          static_cast<int>(inter), d_vectors, out);
+                          static_cast<int>(inter), d_vectors, out,
+                          store_bytes(out, hidden, static_cast<int>(sizeof(Row))));
     MESHPLAN_CUDA_CHECK(cudaGetLastError());
   }
 

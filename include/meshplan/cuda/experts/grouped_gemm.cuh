@@ -9,10 +9,12 @@
 //
 // Both operands are K-contiguous (rows [.., K], weights [N, K]), the "TN" GEMM that
 // ldmatrix serves without transposes. A block takes one row tile (GemmTile) and one
-// block_n slice of the outputs; rows past the tile, columns past N and k past K are zeros
-// in shared memory, so no size needs to be a multiple of a tile. Each output is summed in
-// k order, 16 at a time, the same way in every block and position: a row's result does not
-// depend on its neighbours or on its expert's load.
+// block_n slice of the outputs (tile_work: the slices of a row tile run together); its
+// outputs go through shared memory to 16-byte stores (epilogue.cuh). Rows past the tile,
+// columns past N and k past K are zeros in shared memory, so no size needs to be a
+// multiple of a tile. Each output is summed in k order, 16 at a time, the same way in
+// every block and position: a row's result does not depend on its neighbours or on its
+// expert's load.
 
 #include <cuda_bf16.h>
 #include <cuda_runtime_api.h>
@@ -118,10 +120,23 @@ __device__ inline void load_chunk(void* dst, const __nv_bfloat16* src, bool ok, 
   }
 }
 
-/// The shared memory one block of policy P with NB B operands needs.
+/// The shared memory of policy P's main loop with NB B operands.
 template <class P, int NB>
 constexpr int gemm_shared_bytes() {
   return P::stages * (P::block_m + NB * P::block_n) * (P::block_k + 8) * 2;
+}
+
+/// The staged output tile of policy P: block_m x block_n of Out (a gate_up block's
+/// block_n columns of the activation, a down block's of y).
+template <class P, class Out>
+using GemmStagedTile = StagedTile<Out, P::block_m, P::block_n>;
+
+/// The shared memory a block of policy P needs: the main loop's stages, or the staged
+/// output tile that reuses them, whichever is larger (down_large's fp32 tile is).
+template <class P, int NB, class Out>
+constexpr int gemm_block_shared_bytes() {
+  constexpr int stages = gemm_shared_bytes<P, NB>(), tile = GemmStagedTile<P, Out>::bytes;
+  return stages > tile ? stages : tile;
 }
 
 /// The block's tile of the product, accumulated in registers: acc[b][mi][ni][4] for B
@@ -136,8 +151,8 @@ struct GemmAccumulators {
 /// The main loop: the tile's rows times the block's slice of N, over all of K.
 /// `vectors`: K % 8 == 0 and 16-byte aligned operands (cp.async); otherwise element loads.
 template <class P, int NB>
-__device__ inline void gemm_mainloop(const GemmTile& tile, const ARows& a, const BOperands& b, int n, int k,
-                                     bool vectors, __nv_bfloat16* shared, GemmAccumulators<P, NB>& out) {
+__device__ inline void gemm_mainloop(const GemmTile& tile, int column_block, const ARows& a, const BOperands& b, int n,
+                                     int k, bool vectors, __nv_bfloat16* shared, GemmAccumulators<P, NB>& out) {
   using G = GemmAccumulators<P, NB>;
   constexpr int BM = P::block_m, BN = P::block_n, BK = P::block_k, LDS = BK + 8, STAGES = P::stages;
   constexpr int threads = P::threads, chunks_per_row = BK / 8;
@@ -148,7 +163,7 @@ __device__ inline void gemm_mainloop(const GemmTile& tile, const ARows& a, const
 
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int wm = warp / P::warps_n, wn = warp % P::warps_n;
-  const int n0 = blockIdx.y * BN;
+  const int n0 = column_block * BN;
 
   // The rows and weight rows this thread copies, fixed for the whole K loop.
   const __nv_bfloat16* a_src[a_chunks];
@@ -231,8 +246,9 @@ __device__ inline void gemm_mainloop(const GemmTile& tile, const ARows& a, const
 }
 
 /// Calls store(i, j, half, row, col) for the pairs of outputs the thread holds: mma's C
-/// layout, accumulators 2 * half and 2 * half + 1 of fragment (i, j) are the tile's
-/// (row, col) and (row, col + 1); rows past the tile are left out, columns are not.
+/// layout, accumulators 2 * half and 2 * half + 1 of fragment (i, j) are the block's
+/// (row, col) and (row, col + 1), both inside the block's block_m x block_n tile; rows past
+/// the row tile are left out, columns are not.
 template <class P, class G, class Store>
 __device__ inline void for_each_output_pair(const GemmTile& tile, Store&& store) {
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
@@ -245,45 +261,66 @@ __device__ inline void for_each_output_pair(const GemmTile& tile, Store&& store)
       for (int half = 0; half < 2; ++half) {
         const mma_layout::Coord at = mma_layout::accumulator(lane, 2 * half);
         const int row = wm * G::warp_m + i * 16 + at.row;
-        const int col = blockIdx.y * P::block_n + wn * G::warp_n + j * 8 + at.k;
+        const int col = wn * G::warp_n + j * 8 + at.k;
         if (row < tile.rows) store(i, j, half, row, col);
       }
 }
 
 /// act[r, i] = silu(gate) * up for the block's tile; `act` has `inter` columns.
+/// `store_bytes` is row_store_bytes(act).
 template <class P>
-__global__ void __launch_bounds__(P::threads) gate_up_swiglu(const GemmTile* tiles, ARows a, BOperands b, int inter,
-                                                             int hidden, bool vectors, __nv_bfloat16* act) {
+__global__ void __launch_bounds__(P::threads)
+    gate_up_swiglu(const GemmTile* tiles, ARows a, BOperands b, int inter, int hidden, bool vectors, __nv_bfloat16* act,
+                   int store_bytes) {
 #ifdef MESHPLAN_MMA_SYNC
   extern __shared__ __align__(16) unsigned char gemm_shared[];
   using G = GemmAccumulators<P, 2>;
-  const GemmTile tile = tiles[blockIdx.x];
+  using Tile = GemmStagedTile<P, __nv_bfloat16>;
+  const TileWork work = tile_work(blockIdx.x, static_cast<unsigned>((inter + P::block_n - 1) / P::block_n));
+  const GemmTile tile = tiles[work.tile];
   G g;
-  gemm_mainloop<P, 2>(tile, a, b, inter, hidden, vectors, reinterpret_cast<__nv_bfloat16*>(gemm_shared), g);
+  gemm_mainloop<P, 2>(tile, work.column_block, a, b, inter, hidden, vectors,
+                      reinterpret_cast<__nv_bfloat16*>(gemm_shared), g);
+  // The stages become the output tile once every warp is done reading them.
+  __syncthreads();
+  auto* staged = reinterpret_cast<__nv_bfloat16*>(gemm_shared);
   for_each_output_pair<P, G>(tile, [&](int i, int j, int half, int row, int col) {
     const float gate[2] = {g.acc[0][i][j][half * 2], g.acc[0][i][j][half * 2 + 1]};
     const float up[2] = {g.acc[1][i][j][half * 2], g.acc[1][i][j][half * 2 + 1]};
-    store_swiglu_pair(act, tile.row_begin + row, col, inter, gate, up);
+    stage_swiglu_pair<Tile>(staged, row, col, gate, up);
   });
+  __syncthreads();
+  const int n0 = work.column_block * P::block_n;
+  store_staged_tile<Tile, P::threads>(staged, tile.rows, inter - n0 < P::block_n ? inter - n0 : P::block_n,
+                                      act + static_cast<long long>(tile.row_begin) * inter + n0, inter, store_bytes);
 #else
   __trap();
 #endif
 }
 
 /// y[r, h] = act_r . down_h for the block's tile, stored as Out (float or bf16); `y` has
-/// `hidden` columns.
+/// `hidden` columns. `store_bytes` is row_store_bytes(y).
 template <class P, class Out>
 __global__ void __launch_bounds__(P::threads)
-    down(const GemmTile* tiles, ARows a, BOperands b, int hidden, int inter, bool vectors, Out* y) {
+    down(const GemmTile* tiles, ARows a, BOperands b, int hidden, int inter, bool vectors, Out* y, int store_bytes) {
 #ifdef MESHPLAN_MMA_SYNC
   extern __shared__ __align__(16) unsigned char gemm_shared[];
   using G = GemmAccumulators<P, 1>;
-  const GemmTile tile = tiles[blockIdx.x];
+  using Tile = GemmStagedTile<P, Out>;
+  const TileWork work = tile_work(blockIdx.x, static_cast<unsigned>((hidden + P::block_n - 1) / P::block_n));
+  const GemmTile tile = tiles[work.tile];
   G d;
-  gemm_mainloop<P, 1>(tile, a, b, hidden, inter, vectors, reinterpret_cast<__nv_bfloat16*>(gemm_shared), d);
+  gemm_mainloop<P, 1>(tile, work.column_block, a, b, hidden, inter, vectors,
+                      reinterpret_cast<__nv_bfloat16*>(gemm_shared), d);
+  __syncthreads();  // as above: the stages become the output tile
+  auto* staged = reinterpret_cast<Out*>(gemm_shared);
   for_each_output_pair<P, G>(tile, [&](int i, int j, int half, int row, int col) {
-    store_pair(y, tile.row_begin + row, col, hidden, d.acc[0][i][j][half * 2], d.acc[0][i][j][half * 2 + 1]);
+    stage_pair<Tile>(staged, row, col, d.acc[0][i][j][half * 2], d.acc[0][i][j][half * 2 + 1]);
   });
+  __syncthreads();
+  const int n0 = work.column_block * P::block_n;
+  store_staged_tile<Tile, P::threads>(staged, tile.rows, hidden - n0 < P::block_n ? hidden - n0 : P::block_n,
+                                      y + static_cast<long long>(tile.row_begin) * hidden + n0, hidden, store_bytes);
 #else
   __trap();
 #endif

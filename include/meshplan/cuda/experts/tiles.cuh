@@ -38,20 +38,46 @@ struct ExpertGemmPolicies {
   static constexpr index_t large_from_rows = 128;
 };
 
+/// sm_90's shared memory: a block may opt in to 227 KiB; an SM holds 228 KiB, of which
+/// every resident block also takes 1 KiB that the system reserves.
+struct Sm90SharedMemory {
+  static constexpr int per_block = 227 * 1024, per_sm = 228 * 1024, reserved_per_block = 1024;
+  /// What each of `blocks` resident blocks of an SM may ask for.
+  static constexpr int budget(int blocks) {
+    const int share = per_sm / blocks - reserved_per_block;
+    return share < per_block ? share : per_block;
+  }
+};
+
+/// How many pipeline stages of `stage_bytes` fit in `budget` bytes next to `fixed_bytes`
+/// (wgmma_gemm.cuh's 1 KiB to align the first stage to the swizzle).
+constexpr int stages_that_fit(int budget, int stage_bytes, int fixed_bytes) {
+  return (budget - fixed_bytes) / stage_bytes;
+}
+
 /// The sm_90 kernels' shape (wgmma_gemm.cuh): `warpgroups` warpgroups of 64 rows each, a
-/// stage of 64 k for the rows and for 128 B rows (64 columns of gate and of up, or 128 of
-/// down), `stages` stages in flight.
-template <int WarpGroups, int Stages>
+/// stage of 64 k (128 bytes of bf16 per row) for the rows and for 128 B rows (64 columns of
+/// gate and of up, or 128 of down), and as many stages as fit in the shared memory of one
+/// of `blocks_per_sm` blocks resident on an SM: more stages in flight hide more of the
+/// memory latency, and the count is the budget's, computed here, never written by hand.
+template <int WarpGroups, int BlocksPerSm>
 struct WgmmaPolicy {
-  static constexpr int warpgroups = WarpGroups, stages = Stages;
+  static constexpr int warpgroups = WarpGroups, blocks_per_sm = BlocksPerSm;
   static constexpr int block_m = 64 * WarpGroups, block_k = 64, b_rows = 128;
   static constexpr int threads = 128 * WarpGroups;
+  static constexpr int stage_bytes = (block_m + b_rows) * block_k * 2;
+  static constexpr int align_bytes = 1024;  // the 128-byte swizzle repeats every 8 rows
+  static constexpr int budget = Sm90SharedMemory::budget(BlocksPerSm);
+  static constexpr int stages = stages_that_fit(budget, stage_bytes, align_bytes);
+  static constexpr int shared_bytes = stages * stage_bytes + align_bytes;
+  static_assert(stages >= 3, "a stage computing, one whose MMAs may still run, one loading");
+  static_assert(shared_bytes <= budget, "the stages fit the block's share of the SM");
 };
 
 /// The sm_90 shape classes; the class changes no result (the same instruction and k order).
 struct WgmmaPolicies {
-  using small = WgmmaPolicy<1, 4>;  // 96 KiB of stages: two blocks per SM
-  using large = WgmmaPolicy<2, 4>;  // 128 KiB
+  using small = WgmmaPolicy<1, 2>;  // 24 KiB stages, two blocks per SM: 4 stages (97 KiB)
+  using large = WgmmaPolicy<2, 1>;  // 32 KiB stages, one block per SM: 7 stages (225 KiB)
 };
 
 /// The row tiles of the grouped kernels, 16 bytes each.
@@ -82,6 +108,38 @@ inline bool large_tiles(std::span<const index_t> offsets) noexcept {
   return busy > 0 && rows >= ExpertGemmPolicies::large_from_rows * busy;
 }
 
+/// The work of block `block` of a fused kernel's launch: which row tile (an index into
+/// expert_tiles' list) and which block of output columns. The column block runs fastest,
+/// so the blocks running at the same time share their row tile: its A rows are read from
+/// DRAM once and then from L2 by every column block, where a row-tile-fastest order would
+/// stream all the rows again for every column block. The row tiles come expert by expert,
+/// so an expert's weights also stay in L2 while its tiles pass. The same function on the
+/// host (tests) and in the kernels.
+struct TileWork {
+  int tile;
+  int column_block;
+};
+__host__ __device__ constexpr TileWork tile_work(unsigned block, unsigned column_blocks) {
+  return {static_cast<int>(block / column_blocks), static_cast<int>(block % column_blocks)};
+}
+
+/// The blocks of a launch over `tiles` row tiles and `columns` output columns, `per_block`
+/// at a time (one dimension: tile_work maps them).
+constexpr index_t fused_blocks(index_t tiles, index_t columns, index_t per_block) {
+  return tiles * ((columns + per_block - 1) / per_block);
+}
+
+/// The widest store (16, 8 or 4 bytes, else one element) that every chunk of 16 bytes of
+/// every row of a [rows, columns] output of `element_bytes` elements at address `base` can
+/// use: a row starts at base + row * columns * element_bytes, and the kernels' chunks start
+/// at multiples of 16 bytes inside a row (their column blocks are multiples of 32 columns),
+/// so a width w needs w | base and w | the row's bytes.
+constexpr int row_store_bytes(std::uintptr_t base, index_t columns, int element_bytes) {
+  for (int w = 16; w > element_bytes; w /= 2)
+    if (base % static_cast<std::uintptr_t>(w) == 0 && (columns * element_bytes) % w == 0) return w;
+  return element_bytes;
+}
+
 /// Which kernels compute the experts.
 enum class ExpertPath {
   cublas,    // per-expert cuBLAS GEMMs: fp32 storage, or GPUs before sm_80
@@ -100,10 +158,32 @@ constexpr ExpertPath expert_path(int sm, bool bf16, bool wgmma_code) noexcept {
   return sm == 90 && wgmma_code ? ExpertPath::wgmma : ExpertPath::mma_sync;
 }
 
-/// The widest output a launch covers: 65535 blocks of the narrowest tile (grid.y's limit).
+/// The widest output the fused kernels take (65535 blocks of the narrowest tile, once
+/// grid.y's limit): column arithmetic stays far inside int, and a launch's block count is
+/// checked on its own (fused_grid).
 inline constexpr index_t fused_max_width = 65535LL * 32;
 
 namespace expert_rules {
+/// One launch's blocks, in one grid dimension (tile_work), are at most 2^31 - 1.
+inline Message fused_grid(index_t tiles, index_t columns, index_t per_block) {
+  const index_t blocks = fused_blocks(tiles, columns, per_block);
+  if (blocks > INT32_MAX)
+    return Message::rule("device_sizes") << "the fused experts launch at most " << INT32_MAX << " blocks; here "
+                                         << tiles << " row tiles times " << (columns + per_block - 1) / per_block
+                                         << " column blocks of " << per_block << " columns";
+  return {};
+}
+
+/// A buffer of the fused kernels must be aligned to its elements (their pair and 16-byte
+/// stores assume it; cudaMalloc's memory always is).
+inline Message fused_alignment(const char* what, const void* buffer, int element_bytes) {
+  if (reinterpret_cast<std::uintptr_t>(buffer) % static_cast<std::uintptr_t>(element_bytes) != 0)
+    return Message::rule("device_sizes") << "the fused experts' " << what << " must be aligned to its " << element_bytes
+                                         << "-byte elements; it starts at address "
+                                         << reinterpret_cast<std::uintptr_t>(buffer);
+  return {};
+}
+
 inline Message fused_sizes(index_t rows, index_t hidden, index_t inter) {
   if (rows < 0 || rows > INT32_MAX || hidden < 1 || hidden > fused_max_width || inter < 1 || inter > fused_max_width)
     return Message::rule("device_sizes") << "the fused experts take 0 to " << INT32_MAX << " rows and widths of 1 to "

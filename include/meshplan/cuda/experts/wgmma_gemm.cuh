@@ -11,8 +11,13 @@
 //
 // Stages of 64 k are filled by cp.async into the 128-byte swizzle (wgmma_layout.cuh), which
 // also lets the A rows be gathered through the permutation (TMA cannot gather rows on
-// sm_90). The k order of every output is fixed (64-wide stages, k16 steps in order), so the
-// tile class and a row's place in it never change a result.
+// sm_90); as many stages as the policy's shared-memory budget holds (tiles.cuh: 7 for the
+// large tile at one block per SM, 4 for the small at two). The k order of every output is
+// fixed (64-wide stages, k16 steps in order), so neither the tile class, nor the stage
+// count, nor a row's place in its tile changes a result.
+//
+// A block's work is one row tile and one block of columns (tile_work: column blocks
+// fastest); its outputs go through shared memory to 16-byte stores (epilogue.cuh).
 //
 // wgmma exists only in sm_90a code: built for another architecture the kernels trap, and
 // wgmma_built() tells the host not to choose them.
@@ -89,18 +94,21 @@ __device__ inline void wgmma_m64n128k16(float (&d)[64], std::uint64_t a, std::ui
 #undef MESHPLAN_F8
 
 /// The shared memory of a block of policy P: its stages, and 1 KiB to align the first to
-/// the swizzle's 1024 bytes.
+/// the swizzle's 1024 bytes (the policy's arithmetic, checked against the layout's here).
 template <class P>
 constexpr int wgmma_shared_bytes() {
-  return P::stages * (P::block_m + P::b_rows) * wgmma_layout::row_bytes + wgmma_layout::group_bytes;
+  static_assert(P::stage_bytes == (P::block_m + P::b_rows) * wgmma_layout::row_bytes &&
+                    P::block_k == wgmma_layout::tile_k && P::align_bytes == wgmma_layout::group_bytes,
+                "the policy's stages are the layout's tiles");
+  return P::shared_bytes;
 }
 
 /// The main loop: this warpgroup's 64 rows of the tile times the stage's 128 B rows, over
 /// all of K. B row r of a stage is row (n0 + r % per_op) of operand r / per_op, where
-/// per_op = 128 / NB and n0 = blockIdx.y * per_op; rows past `n` are zeros.
+/// per_op = 128 / NB and n0 = column_block * per_op; rows past `n` are zeros.
 template <class P, int NB>
-__device__ inline void wgmma_mainloop(const GemmTile& tile, const ARows& a, const BOperands& b, int n, int k,
-                                      bool vectors, unsigned char* shared, float (&acc)[64]) {
+__device__ inline void wgmma_mainloop(const GemmTile& tile, int column_block, const ARows& a, const BOperands& b, int n,
+                                      int k, bool vectors, unsigned char* shared, float (&acc)[64]) {
   namespace wl = wgmma_layout;
   constexpr int BM = P::block_m, BR = P::b_rows, STAGES = P::stages, threads = P::threads, chunks = wl::tile_k / 8;
   constexpr int per_op = BR / NB, a_chunks = BM * chunks / threads, b_chunks = BR * chunks / threads;
@@ -109,7 +117,7 @@ __device__ inline void wgmma_mainloop(const GemmTile& tile, const ARows& a, cons
   static_assert(a_bytes % wl::group_bytes == 0 && stage_bytes % wl::group_bytes == 0, "swizzle-aligned tiles");
 
   const int tid = threadIdx.x, warpgroup = tid / 128;
-  const int n0 = blockIdx.y * per_op;
+  const int n0 = column_block * per_op;
 
   const __nv_bfloat16* a_src[a_chunks];
   bool a_ok[a_chunks];
@@ -145,7 +153,9 @@ __device__ inline void wgmma_mainloop(const GemmTile& tile, const ARows& a, cons
 
   // One group of MMAs stays in flight while the next stage is waited for: stage kt is
   // computed while kt - 1's MMAs may still run, so the stage refilled at step kt is
-  // kt - 2's, and STAGES - 2 stages are loaded ahead.
+  // kt - 2's, and STAGES - 2 stages are loaded ahead (5 of the large tile's 7). The wait
+  // depth follows: one cp.async group is committed per step, so stage kt has landed when
+  // at most STAGES - 3 newer groups are pending.
   static_assert(STAGES >= 3, "a stage computing, one in flight, one loading");
   const int k_tiles = (k + wl::tile_k - 1) / wl::tile_k;
 #pragma unroll
@@ -197,39 +207,67 @@ __device__ inline void for_each_wgmma_pair(const GemmTile& tile, Store&& store) 
   }
 }
 
-/// act[r, i] = silu(gate) * up for the block's tile and 64 columns of I.
+/// The staged output tile of policy P's kernels: Cols columns of Out per block, in the
+/// stages' memory once the main loop is done with it.
+template <class P, class Out, int Cols>
+using WgmmaStagedTile = StagedTile<Out, P::block_m, Cols>;
+
+/// act[r, i] = silu(gate) * up for the block's tile and 64 columns of I. The column of
+/// every (row tile, column block) is tile_work's; `store_bytes` is row_store_bytes(act).
 template <class P>
-__global__ void __launch_bounds__(P::threads, 1) gate_up_swiglu_wgmma(const GemmTile* tiles, ARows a, BOperands b,
-                                                                      int inter, int hidden, bool vectors,
-                                                                      __nv_bfloat16* act) {
+__global__ void __launch_bounds__(P::threads, P::blocks_per_sm)
+    gate_up_swiglu_wgmma(const GemmTile* tiles, ARows a, BOperands b, int inter, int hidden, bool vectors,
+                         __nv_bfloat16* act, int store_bytes) {
 #ifdef MESHPLAN_WGMMA
   extern __shared__ __align__(16) unsigned char wgmma_shared[];
-  const GemmTile tile = tiles[blockIdx.x];
+  constexpr int columns = P::b_rows / 2;
+  using Tile = WgmmaStagedTile<P, __nv_bfloat16, columns>;
+  static_assert(Tile::bytes <= P::stages * P::stage_bytes, "the output tile fits in the stages");
+  const TileWork work = tile_work(blockIdx.x, static_cast<unsigned>((inter + columns - 1) / columns));
+  const GemmTile tile = tiles[work.tile];
+  unsigned char* shared = swizzle_aligned(wgmma_shared);
   float acc[64];
-  wgmma_mainloop<P, 2>(tile, a, b, inter, hidden, vectors, swizzle_aligned(wgmma_shared), acc);
-  const int n0 = blockIdx.y * (P::b_rows / 2);
+  wgmma_mainloop<P, 2>(tile, work.column_block, a, b, inter, hidden, vectors, shared, acc);
+  // The stages become the output tile once every warpgroup's MMAs are done reading them.
+  __syncthreads();
+  auto* staged = reinterpret_cast<__nv_bfloat16*>(shared);
   for_each_wgmma_pair<32>(tile, [&](int reg, int row, int col) {
     const float gate[2] = {acc[reg], acc[reg + 1]}, up[2] = {acc[reg + 32], acc[reg + 33]};
-    store_swiglu_pair(act, tile.row_begin + row, n0 + col, inter, gate, up);
+    stage_swiglu_pair<Tile>(staged, row, col, gate, up);
   });
+  __syncthreads();
+  const int n0 = work.column_block * columns;
+  store_staged_tile<Tile, P::threads>(staged, tile.rows, inter - n0 < columns ? inter - n0 : columns,
+                                      act + static_cast<long long>(tile.row_begin) * inter + n0, inter, store_bytes);
 #else
   __trap();
 #endif
 }
 
-/// y[r, h] = act_r . down_h for the block's tile and 128 columns of H, stored as Out.
+/// y[r, h] = act_r . down_h for the block's tile and 128 columns of H, stored as Out;
+/// `store_bytes` is row_store_bytes(y).
 template <class P, class Out>
-__global__ void __launch_bounds__(P::threads, 1)
-    down_wgmma(const GemmTile* tiles, ARows a, BOperands b, int hidden, int inter, bool vectors, Out* y) {
+__global__ void __launch_bounds__(P::threads, P::blocks_per_sm)
+    down_wgmma(const GemmTile* tiles, ARows a, BOperands b, int hidden, int inter, bool vectors, Out* y,
+               int store_bytes) {
 #ifdef MESHPLAN_WGMMA
   extern __shared__ __align__(16) unsigned char wgmma_shared[];
-  const GemmTile tile = tiles[blockIdx.x];
+  constexpr int columns = P::b_rows;
+  using Tile = WgmmaStagedTile<P, Out, columns>;
+  static_assert(Tile::bytes <= P::stages * P::stage_bytes, "the output tile fits in the stages");
+  const TileWork work = tile_work(blockIdx.x, static_cast<unsigned>((hidden + columns - 1) / columns));
+  const GemmTile tile = tiles[work.tile];
+  unsigned char* shared = swizzle_aligned(wgmma_shared);
   float acc[64];
-  wgmma_mainloop<P, 1>(tile, a, b, hidden, inter, vectors, swizzle_aligned(wgmma_shared), acc);
-  const int n0 = blockIdx.y * P::b_rows;
-  for_each_wgmma_pair<64>(tile, [&](int reg, int row, int col) {
-    store_pair(y, tile.row_begin + row, n0 + col, hidden, acc[reg], acc[reg + 1]);
-  });
+  wgmma_mainloop<P, 1>(tile, work.column_block, a, b, hidden, inter, vectors, shared, acc);
+  __syncthreads();  // as above: the stages become the output tile
+  auto* staged = reinterpret_cast<Out*>(shared);
+  for_each_wgmma_pair<64>(
+      tile, [&](int reg, int row, int col) { stage_pair<Tile>(staged, row, col, acc[reg], acc[reg + 1]); });
+  __syncthreads();
+  const int n0 = work.column_block * columns;
+  store_staged_tile<Tile, P::threads>(staged, tile.rows, hidden - n0 < columns ? hidden - n0 : columns,
+                                      y + static_cast<long long>(tile.row_begin) * hidden + n0, hidden, store_bytes);
 #else
   __trap();
 #endif
