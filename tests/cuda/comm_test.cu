@@ -2,10 +2,14 @@
 // Every collective, on groups of every shape (one member, one axis, two axes either way
 // round, the world), gives the same bits for the same inputs (the reductions run in group
 // order in fp32 on both) and the same CommStats. Mismatched sizes are refused instead of
-// hanging, and the world runs again.
+// hanging, and the world runs again. Stream-owned buffers neither wait for other streams'
+// work nor lose the order of a hand-over.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdint>
+#include <cstring>
 #include <deque>
 #include <map>
 #include <random>
@@ -224,4 +228,55 @@ TEST_CASE("CudaLocalComm's host() exchanges host memory among the same ranks", "
     seen[static_cast<std::size_t>(2 * comm.rank() + 1)] = all[1];
   });
   CHECK(seen == std::vector<index_t>{10, 11, 10, 11});
+}
+
+namespace {
+__global__ void spin_for(unsigned long long ns) {
+  unsigned long long start = 0, now = 0;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(start));
+  do {
+    __nanosleep(1000);
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(now));
+  } while (now - start < ns);
+}
+}  // namespace
+
+TEST_CASE("A stream-owned buffer grows and goes without waiting for another stream's work", "[comm]") {
+  // What CudaLocalComm's ranks do: one rank's kernel runs long on its stream while another
+  // regrows and frees its scratch. With cudaFree the second rank waited for the first's
+  // kernel; stream-ordered, it waits for nothing.
+  mp::cuda::Stream busy, other;
+  { mp::cuda::DeviceBuffer<float> warm(1, other); }  // the pool's first use, outside the timing
+  other.synchronize();
+  spin_for<<<1, 1, 0, busy>>>(800'000'000ull);
+  MESHPLAN_CUDA_CHECK(cudaGetLastError());
+  const auto start = std::chrono::steady_clock::now();
+  {
+    mp::cuda::DeviceBuffer<float> scratch(1 << 20, other);
+    scratch.resize(1 << 22);
+    MESHPLAN_CUDA_CHECK(cudaMemsetAsync(scratch.data(), 0, scratch.bytes(), other));
+  }
+  other.synchronize();
+  const auto took = std::chrono::steady_clock::now() - start;
+  const bool busy_still_running = cudaStreamQuery(busy) == cudaErrorNotReady;
+  busy.synchronize();
+  CHECK(busy_still_running);
+  CHECK(took < std::chrono::milliseconds(400));
+}
+
+TEST_CASE("A stream-owned buffer handed to another stream is ordered after the first", "[comm]") {
+  // Written on `first` behind a long kernel, handed over, read on `second`: the read sees
+  // the write only if use_on ordered `second` after `first`.
+  mp::cuda::Stream first, second;
+  mp::cuda::DeviceBuffer<float> b(1 << 16, first);
+  spin_for<<<1, 1, 0, first>>>(200'000'000ull);
+  MESHPLAN_CUDA_CHECK(cudaMemsetAsync(b.data(), 0x3f, b.bytes(), first));
+  b.use_on(second);
+  const std::vector<float> seen = b.download(second);
+  CHECK(b.stream() == second.get());
+  CHECK(std::all_of(seen.begin(), seen.end(), [](float v) {
+    std::uint32_t bits;
+    std::memcpy(&bits, &v, sizeof bits);
+    return bits == 0x3f3f3f3fu;
+  }));
 }

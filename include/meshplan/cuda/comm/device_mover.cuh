@@ -2,7 +2,12 @@
 // DeviceMover: how P2PEngine moves data between ranks that share one GPU, for CudaLocalComm
 // (and the ordered reductions of NcclComm). Every rank has its own stream; copies are
 // device-to-device cudaMemcpyAsync on it, reductions the fixed-order kernel of
-// ordered_reduce.cuh, and finish() synchronizes the stream. P2PEngine finishes before it
+// ordered_reduce.cuh, and finish() synchronizes the stream. Nothing else waits: the
+// reduction's table of pointers goes up through pinned staging, and the mover's scratch
+// buffers are regrown in the stream's order, so one rank's regrowth does not stall the
+// device (and every other rank on it) as cudaFree would. NcclComm, which waits for its
+// collectives by polling instead (collective_failure.cuh), never calls finish() in a
+// collective. P2PEngine finishes before it
 // publishes a rank's buffers (they hold their final values when a peer reads them) and
 // before the second wait (the copies from the peers' buffers are done before the peers may
 // reuse them). The interface is HostMover's (comm/host_mover.hpp).
@@ -49,11 +54,9 @@ class DeviceMover {
     std::vector<const T*> pointers;
     for (index_t m = 0; m < members; ++m) pointers.push_back(input(m));
     pointer_table_.resize(pointers.size() * sizeof(const T*));
-    MESHPLAN_CUDA_CHECK(cudaMemcpyAsync(pointer_table_.data(), pointers.data(), pointer_table_.bytes(),
-                                        cudaMemcpyHostToDevice, stream()));
+    pinned_pointers_.copy_to_device(pointer_table_.data(), pointers.data(), pointer_table_.bytes(), stream());
     launch_ordered_reduce(reinterpret_cast<const T* const*>(pointer_table_.data()), members,
                           static_cast<index_t>(out.size()), index_t{0}, op, out.data(), stream());
-    finish();  // `pointers` is pageable host memory read by the copy
   }
 
   void finish() { stream_.synchronize(); }
@@ -64,10 +67,11 @@ class DeviceMover {
     return device;
   }
 
-  int device_;  // first: the stream is created on it
-  Stream stream_;
-  DeviceBuffer<unsigned char> staged_;
-  DeviceBuffer<unsigned char> pointer_table_;
+  int device_;     // first: the stream is created on it
+  Stream stream_;  // before the buffers it owns: they are freed on it
+  DeviceBuffer<unsigned char> staged_{0, stream_.get()};
+  DeviceBuffer<unsigned char> pointer_table_{0, stream_.get()};
+  PinnedStaging pinned_pointers_;
 };
 
 }  // namespace meshplan::cuda

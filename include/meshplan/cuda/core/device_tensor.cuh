@@ -40,6 +40,17 @@ class DeviceTensor {
     enforce(tensor_rules::extents_valid(shape_));
     buffer_.resize(static_cast<std::size_t>(element_count(shape_)));
   }
+  /// In memory allocated, regrown and freed in `stream`'s order (buffer.cuh); `stream` must
+  /// outlive the tensor.
+  DeviceTensor(std::vector<index_t> shape, cudaStream_t stream) : shape_(std::move(shape)), buffer_(0, stream) {
+    enforce(tensor_rules::extents_valid(shape_));
+    buffer_.resize(static_cast<std::size_t>(element_count(shape_)));
+  }
+
+  /// The owning stream (null: none, cudaMalloc's memory).
+  cudaStream_t stream() const noexcept { return buffer_.stream(); }
+  /// Hands the tensor's memory to `stream` (DeviceBuffer::use_on).
+  void use_on(cudaStream_t stream) { buffer_.use_on(stream); }
 
   const std::vector<index_t>& shape() const noexcept { return shape_; }
   index_t rank() const noexcept { return static_cast<index_t>(shape_.size()); }
@@ -68,8 +79,10 @@ class DeviceTensor {
   DeviceBuffer<T> buffer_;
 };
 
-/// A host tensor copied to the device (asynchronously on `stream`; `host` must stay alive
-/// until the stream has run the copy).
+/// A host tensor copied to the device on `stream` (from pageable memory the driver stages
+/// the copy before returning; from pinned memory `host` must stay alive until the stream
+/// has run it). The tensor does not take `stream` as its owner: callers pass streams that
+/// end before the tensor does (device_weights.cuh); use_on makes one the owner.
 template <class T>
 DeviceTensor<T> to_device(const Tensor<T>& host, cudaStream_t stream) {
   if (host.shape().empty() && host.empty()) return {};  // no tensor (not a scalar)
