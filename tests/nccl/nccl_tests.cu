@@ -7,6 +7,7 @@
 //
 // With more processes and GPUs (mpirun -np N, one GPU each) the same program runs the same
 // checks across them.
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -19,8 +20,8 @@
 #include "meshplan/cuda/comm/device_communicator.cuh"
 #include "meshplan/cuda/comm/nccl_comm.cuh"
 #include "meshplan/cuda/moe/cuda_backend.cuh"
-#include "meshplan/moe/moe_block.hpp"
 #include "meshplan/model/presets.hpp"
+#include "meshplan/moe/moe_block.hpp"
 #include "meshplan/moe/token_layout.hpp"
 #include "meshplan/plan/builtin/registry.hpp"
 
@@ -31,6 +32,36 @@ using namespace rank_checks;
 static_assert(mp::cuda::DeviceCommunicator<mp::cuda::NcclComm>);
 
 namespace {
+
+/// The elements rank `me` of `n` sends to position `d` in all_to_all_v: 1 to 3, uneven.
+index_t sent_to(index_t me, index_t d) { return (me + d) % 3 + 1; }
+
+/// The length of each rank's test data for `n` ranks: enough for what any rank sends in
+/// all_to_all_v (at most 3 to each of n), at least 12, and a multiple of n so that
+/// reduce_scatter splits it evenly.
+std::size_t data_elements(index_t n) {
+  const index_t per_member = std::max<index_t>(3, (12 + n - 1) / n);
+  return static_cast<std::size_t>(n * per_member);
+}
+
+/// data_elements against the sends it must hold, for every rank count mpirun could give
+/// here (one to many processes).
+void data_sizing() {
+  for (index_t n = 1; n <= 512; ++n) {
+    const std::size_t size = data_elements(n);
+    bool fits = size >= 12 && size % static_cast<std::size_t>(n) == 0;
+    for (index_t me = 0; me < n && fits; ++me) {
+      index_t sent = 0;
+      for (index_t d = 0; d < n; ++d) sent += sent_to(me, d);
+      fits = static_cast<std::size_t>(sent) <= size;
+    }
+    if (!fits) {
+      expect(false, "data_elements(" + std::to_string(n) + ") = " + std::to_string(size) +
+                        " does not hold every rank's all_to_all_v send, or is not a multiple of the rank count");
+      return;
+    }
+  }
+}
 
 template <class T>
 mp::cuda::DeviceBuffer<T> device(const std::vector<T>& v, cudaStream_t s) {
@@ -45,7 +76,7 @@ void collectives(mp::cuda::NcclComm& nccl, mp::MpiComm& mpi, bool ordered) {
   const cudaStream_t s = nccl.stream();
   const mp::Group g = nccl.world_group();
   const index_t n = g.size(), me = nccl.rank();
-  std::vector<float> data(12);
+  std::vector<float> data(data_elements(n));
   for (std::size_t i = 0; i < data.size(); ++i) data[i] = 0.25f * static_cast<float>(i) + static_cast<float>(me);
 
   for (mp::ReduceOp op : {mp::ReduceOp::sum, mp::ReduceOp::max, mp::ReduceOp::avg}) {
@@ -56,7 +87,7 @@ void collectives(mp::cuda::NcclComm& nccl, mp::MpiComm& mpi, bool ordered) {
     if (ordered || n <= 2) expect(d.download(s) == host, "all_reduce " + std::to_string(static_cast<int>(op)));
   }
   {
-    std::vector<float> host(12 * static_cast<std::size_t>(n));
+    std::vector<float> host(data.size() * static_cast<std::size_t>(n));
     mpi.all_gather(std::span<const float>(data), std::span<float>(host), g);
     auto d = device(data, s);
     mp::cuda::DeviceBuffer<float> all(host.size());
@@ -64,21 +95,19 @@ void collectives(mp::cuda::NcclComm& nccl, mp::MpiComm& mpi, bool ordered) {
     expect(all.download(s) == host, "all_gather");
   }
   {
-    std::vector<float> host(12 / static_cast<std::size_t>(n > 0 && 12 % n == 0 ? n : 1));
-    if (12 % n == 0) {
-      mpi.reduce_scatter(std::span<const float>(data), std::span<float>(host), g);
-      auto d = device(data, s);
-      mp::cuda::DeviceBuffer<float> mine(host.size());
-      nccl.reduce_scatter(std::span<const float>(d.span()), mine.span(), g);
-      if (ordered || n <= 2) expect(mine.download(s) == host, "reduce_scatter");
-    }
+    std::vector<float> host(data.size() / static_cast<std::size_t>(n));
+    mpi.reduce_scatter(std::span<const float>(data), std::span<float>(host), g);
+    auto d = device(data, s);
+    mp::cuda::DeviceBuffer<float> mine(host.size());
+    nccl.reduce_scatter(std::span<const float>(d.span()), mine.span(), g);
+    if (ordered || n <= 2) expect(mine.download(s) == host, "reduce_scatter");
   }
   {
-    // Member s sends (s + d) % 3 + 1 elements to the member at position d.
+    // Member s sends sent_to(s, d) elements to the member at position d.
     std::vector<index_t> send_counts, recv_counts;
     index_t sent = 0, received = 0;
-    for (index_t d = 0; d < n; ++d) sent += send_counts.emplace_back((me + d) % 3 + 1);
-    for (index_t src : g.members) received += recv_counts.emplace_back((src + g.rank) % 3 + 1);
+    for (index_t d = 0; d < n; ++d) sent += send_counts.emplace_back(sent_to(me, d));
+    for (index_t src : g.members) received += recv_counts.emplace_back(sent_to(src, g.rank));
     std::vector<float> send(data.begin(), data.begin() + sent), host(static_cast<std::size_t>(received));
     mpi.all_to_all_v(std::span<const float>(send), send_counts, std::span<float>(host), recv_counts, g);
     auto d = device(send, s);
@@ -127,9 +156,36 @@ void moe(mp::cuda::NcclComm& nccl) {
   world.run([&](mp::cuda::CudaLocalComm& comm) {
     Block b(mesh, comm.rank(), w);
     const auto rows = mp::cuda::to_device(moe_cases::rows_of(x, layout, comm.rank()), comm.stream());
-    local[static_cast<std::size_t>(comm.rank())] = mp::cuda::to_host(b.forward(comm, rows).hidden_states, comm.stream());
+    local[static_cast<std::size_t>(comm.rank())] =
+        mp::cuda::to_host(b.forward(comm, rows).hidden_states, comm.stream());
   });
   expect(got == local[static_cast<std::size_t>(nccl.rank())], "MoE block on NcclComm equals CudaLocalComm");
+}
+
+/// A collective NCCL refuses (a null receive buffer): NcclError naming the rank and the
+/// collective, the communicators aborted, and the next collective refused with the cause.
+/// Last: the communicator is unusable afterwards.
+void failure(mp::cuda::NcclComm& nccl) {
+  const mp::Group g = nccl.world_group();
+  auto d = device(std::vector<float>(4, 1.0f), nccl.stream());
+  const std::span<float> nowhere(static_cast<float*>(nullptr), 4 * static_cast<std::size_t>(g.size()));
+  try {
+    nccl.all_gather(std::span<const float>(d.span()), nowhere, g, "bad");
+    expect(false, "all_gather into a null buffer: no exception");
+  } catch (const mp::cuda::NcclError& e) {
+    const std::string what = e.what();
+    expect(what.find("rank " + std::to_string(nccl.rank())) != std::string::npos &&
+               what.find("all_gather") != std::string::npos,
+           "NcclError names the rank and the collective: " + what);
+  }
+  expect(nccl.aborted(), "an NCCL error aborts the communicators");
+  try {
+    nccl.broadcast(d.span(), 0, g, "after");
+    expect(false, "a collective after the abort: no exception");
+  } catch (const mp::cuda::CommFailure& e) {
+    expect(std::string(e.what()).find("were aborted after meshplan: NCCL error") != std::string::npos,
+           std::string("the refusal after an abort names the cause: ") + e.what());
+  }
 }
 
 }  // namespace
@@ -138,6 +194,7 @@ int main(int argc, char** argv) {
   mp::MpiSession session(argc, argv);
   mp::MpiComm mpi;
   rank = static_cast<int>(mpi.rank());
+  data_sizing();
   const std::string error = mp::cuda::NcclError(3, "all_to_all_v", ncclInvalidArgument).what();
   expect(error.find("rank 3") != std::string::npos && error.find("all_to_all_v") != std::string::npos &&
              error.find(ncclGetErrorString(ncclInvalidArgument)) != std::string::npos,
@@ -156,6 +213,7 @@ int main(int argc, char** argv) {
     moe<mp::bfloat16>(nccl);
     mp::cuda::NcclComm nccl_native(mpi, rank % devices, {.ordered_reductions = false});
     collectives(nccl_native, mpi, false);
+    failure(nccl_native);
   } catch (const std::exception& e) {
     expect(false, std::string("exception: ") + e.what());
   }
