@@ -54,7 +54,12 @@ repo_scripts=(tools/gpu_check/manifest.py tools/gpu_check/run_tests.py tools/per
 # weight-gradient chain's is [chain]), initcheck on the permutation. With a time limit per
 # tool when given (`all`); returns the number of tools that failed or ran out of time.
 sanitize_suite() {
-  local suite=$1 limit=${2:-} failed=0 rc
+  local suite=$1 limit=${2:-} failed=0 rc sanitizer
+  sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda*/compute-sanitizer/compute-sanitizer 2>/dev/null | head -n 1)
+  if [ -z "$sanitizer" ]; then
+    echo "== compute-sanitizer: not found (PATH, /usr/local/cuda*/compute-sanitizer/): nothing checked"
+    return 4
+  fi
   local -a runs=(
     "memcheck|${memcheck_s}|~[host]~[moe]"
     "memcheck|${nan_memcheck_s}|The GPU block refuses a NaN in the hidden states on every rank"
@@ -65,7 +70,7 @@ sanitize_suite() {
     local -a wrap=()
     if [ -n "$limit" ]; then wrap=(timeout -k 5 "$seconds"); fi
     echo "== compute-sanitizer --tool $tool \"$spec\"${limit:+ (at most $seconds s)}"
-    "${wrap[@]}" compute-sanitizer --tool "$tool" --error-exitcode 1 "$suite" "$spec"
+    "${wrap[@]}" "$sanitizer" --tool "$tool" --error-exitcode 1 "$suite" "$spec"
     rc=$?
     if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
       echo "== $tool \"$spec\": ran out of its $seconds s: not checked to the end"
@@ -166,7 +171,7 @@ all() {
     --budget $((tests_s - 10)) --log "$log" --results "$out/tests.json"
   grep -a "^tests: \|^  - " "$log" | tail -n 40
   phase sanitize "$sanitize_s" 2 bash scripts/gpu-check.sh sanitize "$kit/tests/meshplan_cuda_tests" limited
-  grep -a "^== .*\(FAILED\|ran out\)" "$log" | tail -n 4
+  grep -a "^== .*\(FAILED\|ran out\|not found\)" "$log" | tail -n 4
   bench_phase permute "$permute_s" "$kit/benchmarks/permute_bench"
   bench_phase experts "$experts_s" "$kit/benchmarks/experts_bench"
   bench_phase torch "$torch_s" env LD_LIBRARY_PATH="${given:+$given:}$cuda_dirs" \
