@@ -167,7 +167,7 @@ all() {
   if [ -n "$missing" ]; then echo "libraries not found:"$'\n'"$missing" | tee -a "$log"; fi
   if [ -z "$device" ]; then status=$((status | 16)); fi
 
-  phase tests "$tests_s" 1 python3 tools/gpu_check/run_tests.py --kit "$kit" --source . --jobs 4 \
+  phase tests "$tests_s" 1 python3 tools/gpu_check/run_tests.py --kit "$kit" --source . --jobs "${GPU_CHECK_JOBS:-4}" \
     --budget $((tests_s - 10)) --log "$log" --results "$out/tests.json"
   grep -a "^tests: \|^  - " "$log" | tail -n 40
   phase sanitize "$sanitize_s" 2 bash scripts/gpu-check.sh sanitize "$kit/tests/meshplan_cuda_tests" limited
