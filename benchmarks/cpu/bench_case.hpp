@@ -10,7 +10,7 @@
 #include <utility>
 
 #include "meshplan/core/tensor.hpp"
-#include "meshplan/io/safetensors.hpp"
+#include "meshplan/io/safetensors_writer.hpp"
 #include "meshplan/mesh/device_mesh.hpp"
 #include "meshplan/model/model_spec.hpp"
 #include "meshplan/moe/moe_weights.hpp"

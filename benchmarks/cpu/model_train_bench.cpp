@@ -47,7 +47,7 @@
 #include "meshplan/comm/thread_comm.hpp"
 #include "meshplan/cpu/isa.hpp"
 #include "meshplan/io/model_checkpoint.hpp"
-#include "meshplan/io/safetensors.hpp"
+#include "meshplan/io/safetensors_file.hpp"
 #include "meshplan/nn/causal_lm.hpp"
 #include "meshplan/plan/builtin/registry.hpp"
 #include "bench_case.hpp"

@@ -23,7 +23,6 @@
 #include <vector>
 
 #include "meshplan/comm/thread_comm.hpp"
-#include "meshplan/io/safetensors.hpp"
 #include "meshplan/moe/moe_block.hpp"
 #include "meshplan/plan/builtin/registry.hpp"
 #include "bench_case.hpp"

@@ -24,7 +24,7 @@
 #include "meshplan/comm/thread_comm.hpp"
 #include "meshplan/cpu/fma_peak.hpp"
 #include "meshplan/cpu/isa.hpp"
-#include "meshplan/io/safetensors.hpp"
+#include "meshplan/io/safetensors_file.hpp"
 #include "meshplan/moe/moe_block.hpp"
 #include "meshplan/plan/builtin/registry.hpp"
 #include "bench_case.hpp"

@@ -9,7 +9,7 @@
 
 #include <unistd.h>
 
-#include "meshplan/io/safetensors.hpp"
+#include "meshplan/io/safetensors_file.hpp"
 #include "meshplan/nn/causal_lm.hpp"
 
 namespace model_files {

@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "meshplan/io/safetensors.hpp"
+#include "meshplan/io/safetensors_file.hpp"
 
 namespace mp = meshplan;
 

@@ -14,7 +14,8 @@
 
 #include "meshplan/comm/thread_comm.hpp"
 #include "meshplan/io/model_checkpoint.hpp"
-#include "meshplan/io/safetensors.hpp"
+#include "meshplan/io/safetensors_file.hpp"
+#include "meshplan/io/safetensors_writer.hpp"
 #include "meshplan/nn/causal_lm.hpp"
 #include "meshplan/plan/builtin/registry.hpp"
 #include "../support/model_files.hpp"

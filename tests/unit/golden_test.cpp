@@ -17,7 +17,7 @@
 #include "meshplan/comm/thread_comm.hpp"
 #include "meshplan/io/config_json.hpp"
 #include "meshplan/io/moe_checkpoint.hpp"
-#include "meshplan/io/safetensors.hpp"
+#include "meshplan/io/safetensors_file.hpp"
 #include "meshplan/moe/moe_block.hpp"
 #include "meshplan/moe/reference.hpp"
 #include "meshplan/moe/token_layout.hpp"

@@ -17,7 +17,7 @@
 
 #include "meshplan/io/config_json.hpp"
 #include "meshplan/io/moe_checkpoint.hpp"
-#include "meshplan/io/safetensors.hpp"
+#include "meshplan/io/safetensors_file.hpp"
 #include "meshplan/moe/reference.hpp"
 #include "meshplan/moe/reference_backward.hpp"
 

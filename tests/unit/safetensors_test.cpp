@@ -11,7 +11,11 @@
 #include <string>
 #include <vector>
 
-#include "meshplan/io/safetensors.hpp"
+#include "meshplan/io/file_dtype.hpp"
+#include "meshplan/io/file_dtype_conversion.hpp"
+#include "meshplan/io/safetensors_file.hpp"
+#include "meshplan/io/safetensors_view.hpp"
+#include "meshplan/io/safetensors_writer.hpp"
 
 namespace mp = meshplan;
 using mp::index_t;

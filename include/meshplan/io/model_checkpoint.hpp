@@ -18,7 +18,6 @@
 #include "meshplan/core/diagnostic.hpp"
 #include "meshplan/io/config_json.hpp"
 #include "meshplan/io/moe_checkpoint.hpp"
-#include "meshplan/io/safetensors.hpp"
 #include "meshplan/io/safetensors_set.hpp"
 #include "meshplan/io/shard_read.hpp"
 #include "meshplan/nn/causal_lm.hpp"

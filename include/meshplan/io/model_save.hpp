@@ -23,7 +23,9 @@
 #include "meshplan/io/config_json.hpp"
 #include "meshplan/io/gather.hpp"
 #include "meshplan/io/layout_text.hpp"
-#include "meshplan/io/safetensors.hpp"
+#include "meshplan/io/io_rules.hpp"
+#include "meshplan/io/safetensors_file.hpp"
+#include "meshplan/io/safetensors_writer.hpp"
 #include "meshplan/io/shard_read.hpp"
 #include "meshplan/nn/causal_lm.hpp"
 

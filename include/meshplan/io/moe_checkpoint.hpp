@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "meshplan/core/bfloat16.hpp"
-#include "meshplan/io/safetensors.hpp"
+#include "meshplan/io/safetensors_view.hpp"
 #include "meshplan/io/shard_read.hpp"
 #include "meshplan/mesh/mesh_spec.hpp"
 #include "meshplan/model/model_spec.hpp"

@@ -20,7 +20,10 @@
 #include <nlohmann/json.hpp>
 
 #include "meshplan/core/diagnostic.hpp"
-#include "meshplan/io/safetensors.hpp"
+#include "meshplan/io/io_rules.hpp"
+#include "meshplan/io/safetensors_file.hpp"
+#include "meshplan/io/safetensors_header.hpp"
+#include "meshplan/io/safetensors_view.hpp"
 
 namespace meshplan {
 

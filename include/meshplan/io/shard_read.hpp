@@ -20,7 +20,10 @@
 #include "meshplan/core/diagnostic.hpp"
 #include "meshplan/core/size.hpp"
 #include "meshplan/core/tensor.hpp"
-#include "meshplan/io/safetensors.hpp"
+#include "meshplan/io/file_dtype.hpp"
+#include "meshplan/io/file_dtype_conversion.hpp"
+#include "meshplan/io/io_rules.hpp"
+#include "meshplan/io/safetensors_header.hpp"
 #include "meshplan/placement/layout_spec.hpp"
 
 namespace meshplan {

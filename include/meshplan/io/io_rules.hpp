@@ -1,0 +1,22 @@
+#pragma once
+// The messages of reading and writing checkpoint files: a file that is not valid
+// safetensors, a tensor a file does not hold, a file that cannot be opened, mapped or
+// written. Each names the file, so that a user of a many-file checkpoint knows which.
+
+#include <string_view>
+
+#include "meshplan/core/diagnostic.hpp"
+
+namespace meshplan::io_rules {
+
+inline Message malformed(std::string_view source, std::string_view what) {
+  return Message::rule("safetensors_malformed") << "'" << source << "' is not a valid safetensors file: " << what;
+}
+inline Message tensor_missing(std::string_view source, std::string_view name) {
+  return Message::rule("safetensors_tensor_missing") << "'" << source << "' has no tensor '" << name << "'";
+}
+inline Message io_error(std::string_view what, std::string_view path) {
+  return Message::rule("safetensors_io") << "cannot " << what << " '" << path << "'";
+}
+
+}  // namespace meshplan::io_rules
