@@ -1,7 +1,10 @@
 # Writes the compiler flags a user's target gets from meshplan::core into files that
 # compile_check.cmake and the compile-time benchmark pass to the compiler directly:
-#   ${MESHPLAN_GCC_FLAGS_FILE}   include directories (Boost, nlohmann/json too) + warnings
-#   ${MESHPLAN_NVCC_FLAGS_FILE}  the same for nvcc, plus the CUDA toolkit and the arch
+#   ${MESHPLAN_GCC_FLAGS_FILE}      include directories (Boost) + warnings
+#   ${MESHPLAN_NVCC_FLAGS_FILE}     the same for nvcc, plus the CUDA toolkit and the arch
+#   ${MESHPLAN_GCC_IO_FLAGS_FILE}   meshplan::io's: core's plus nlohmann/json
+#   ${MESHPLAN_NVCC_IO_FLAGS_FILE}  the same for nvcc
+#   ${MESHPLAN_GCC_MPI_FLAGS_FILE}  meshplan::mpi's (and ${MESHPLAN_NVCC_MPI_FLAGS_FILE})
 include_guard(GLOBAL)
 
 set(MESHPLAN_WARNINGS -Wall -Wextra -Wpedantic -Wshadow -Werror)
@@ -34,6 +37,15 @@ set(MESHPLAN_GCC_FLAGS_FILE "${PROJECT_BINARY_DIR}/meshplan-gcc-flags.txt")
 file(GENERATE OUTPUT "${MESHPLAN_GCC_FLAGS_FILE}"
   CONTENT "${_probe_includes}\n$<JOIN:${MESHPLAN_WARNINGS},\n>\n")
 
+# Headers that read or write files (io/) compile with meshplan::io's directories, the
+# others without nlohmann/json's.
+add_library(meshplan_io_flags_probe OBJECT EXCLUDE_FROM_ALL "${CMAKE_CURRENT_LIST_DIR}/compile_probe.cpp")
+target_link_libraries(meshplan_io_flags_probe PRIVATE meshplan::io)
+_meshplan_include_flags(meshplan_io_flags_probe _io_probe_includes)
+set(MESHPLAN_GCC_IO_FLAGS_FILE "${PROJECT_BINARY_DIR}/meshplan-gcc-io-flags.txt")
+file(GENERATE OUTPUT "${MESHPLAN_GCC_IO_FLAGS_FILE}"
+  CONTENT "${_io_probe_includes}\n$<JOIN:${MESHPLAN_WARNINGS},\n>\n")
+
 # Headers that need MPI (comm/mpi_comm.hpp) compile with meshplan::mpi's directories.
 if(MESHPLAN_HAS_MPI)
   add_library(meshplan_mpi_flags_probe OBJECT EXCLUDE_FROM_ALL "${CMAKE_CURRENT_LIST_DIR}/compile_probe.cpp")
@@ -56,6 +68,12 @@ if(MESHPLAN_HAS_CUDA)
   set(MESHPLAN_NVCC_FLAGS_FILE "${PROJECT_BINARY_DIR}/meshplan-nvcc-flags.txt")
   file(GENERATE OUTPUT "${MESHPLAN_NVCC_FLAGS_FILE}"
     CONTENT "${_probe_includes}\n-isystem\n$<JOIN:${CUDAToolkit_INCLUDE_DIRS},\n-isystem\n>\n-arch=sm_${_probe_arch}\n-Xcompiler=-Wall,-Wextra,-Werror\n-Werror=all-warnings\n")
+endif()
+
+if(MESHPLAN_HAS_CUDA)
+  set(MESHPLAN_NVCC_IO_FLAGS_FILE "${PROJECT_BINARY_DIR}/meshplan-nvcc-io-flags.txt")
+  file(GENERATE OUTPUT "${MESHPLAN_NVCC_IO_FLAGS_FILE}"
+    CONTENT "${_io_probe_includes}\n-isystem\n$<JOIN:${CUDAToolkit_INCLUDE_DIRS},\n-isystem\n>\n-arch=sm_${_probe_arch}\n-Xcompiler=-Wall,-Wextra,-Werror\n-Werror=all-warnings\n")
 endif()
 
 if(MESHPLAN_HAS_CUDA AND MESHPLAN_HAS_MPI)

@@ -1,4 +1,5 @@
-# Finds what meshplan::core needs: Boost.Hana and nlohmann/json (both header-only).
+# Finds what meshplan::core needs: Boost.Hana (header-only). meshplan::io's nlohmann/json
+# is found by MeshplanIoDependencies.cmake.
 #
 # Used by meshplan's own build and by the installed meshplan-config.cmake, so a
 # consumer resolves the dependency the same way meshplan did. Debian's libboost-dev
@@ -20,21 +21,4 @@ if(NOT TARGET Boost::headers)
   add_library(Boost::headers INTERFACE IMPORTED)
   set_target_properties(Boost::headers PROPERTIES
     INTERFACE_INCLUDE_DIRECTORIES "${MESHPLAN_HANA_INCLUDE_DIR}")
-endif()
-
-# nlohmann/json reads config.json files and safetensors headers. Debian's
-# nlohmann-json3-dev ships its CMake package; a bare copy of the headers is found by path.
-if(NOT TARGET nlohmann_json::nlohmann_json)
-  find_package(nlohmann_json 3 CONFIG QUIET)
-endif()
-if(NOT TARGET nlohmann_json::nlohmann_json)
-  find_path(MESHPLAN_JSON_INCLUDE_DIR nlohmann/json.hpp)
-  if(NOT MESHPLAN_JSON_INCLUDE_DIR)
-    message(FATAL_ERROR
-      "meshplan needs nlohmann/json (nlohmann/json.hpp). On Debian: apt-get install nlohmann-json3-dev; "
-      "elsewhere add the prefix that holds include/nlohmann/json.hpp to CMAKE_PREFIX_PATH.")
-  endif()
-  add_library(nlohmann_json::nlohmann_json INTERFACE IMPORTED)
-  set_target_properties(nlohmann_json::nlohmann_json PROPERTIES
-    INTERFACE_INCLUDE_DIRECTORIES "${MESHPLAN_JSON_INCLUDE_DIR}")
 endif()

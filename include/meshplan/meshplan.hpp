@@ -1,8 +1,10 @@
 #pragma once
 // meshplan: parallel plans for Mixture-of-Experts transformers, written as C++ types.
 // The umbrella header of the portable layer; it compiles with a plain C++20 compiler and
-// includes nothing from CUDA or MPI. The CUDA layer lives under meshplan/cuda/ (.cuh, nvcc
-// only); MpiComm in meshplan/comm/mpi_comm.hpp (link meshplan::mpi).
+// includes nothing from CUDA, MPI or nlohmann/json. The CUDA layer lives under meshplan/cuda/
+// (.cuh, nvcc only); MpiComm in meshplan/comm/mpi_comm.hpp (link meshplan::mpi); files
+// (config.json, safetensors, checkpoints) under meshplan/io/ (link meshplan::io, which
+// brings nlohmann/json).
 
 #include "meshplan/core/diagnostic.hpp"
 #include "meshplan/core/fixed_string.hpp"
@@ -31,15 +33,10 @@
 #include "meshplan/cpu/parallel_linear.hpp"
 #include "meshplan/cpu/permute.hpp"
 #include "meshplan/cpu/router.hpp"
-#include "meshplan/io/gather.hpp"
-#include "meshplan/io/moe_checkpoint.hpp"
-#include "meshplan/io/safetensors.hpp"
-#include "meshplan/io/shard_read.hpp"
 #include "meshplan/moe/batch.hpp"
 #include "meshplan/moe/moe_block.hpp"
 #include "meshplan/moe/reference.hpp"
 #include "meshplan/moe/token_layout.hpp"
-#include "meshplan/io/config_json.hpp"
 #include "meshplan/model/flow.hpp"
 #include "meshplan/model/inventory.hpp"
 #include "meshplan/model/model_rules.hpp"

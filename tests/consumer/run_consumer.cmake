@@ -21,3 +21,4 @@ run(${CMAKE_COMMAND} -S "${CONSUMER_SOURCE_DIR}" -B "${build}" -G "${GENERATOR}"
     -DCMAKE_CUDA_ARCHITECTURES=${CUDA_ARCHITECTURES})
 run(${CMAKE_COMMAND} --build "${build}")
 run("${build}/consumer")
+run("${build}/consumer_io")
