@@ -94,10 +94,10 @@ void collectives(mp::MpiComm& comm) {
   expect_throws(
       [&] {
         mp::Message problem;
-        if (comm.rank() == 3) problem = mp::Message::rule("bad_input") << "rank 3's input is bad";
+        if (comm.rank() == 3) problem = mp::Message::rule("batch_shape") << "rank 3's input is bad";
         mp::agree(comm, problem, comm.world_group());
       },
-      "bad_input", "agreement");
+      "batch_shape", "agreement");
 }
 
 using Mesh = mp::DeviceMesh<mp::Axis<"dp">, mp::Axis<"ep">, mp::Axis<"tp">>;

@@ -10,11 +10,11 @@
 namespace mp = meshplan;
 
 TEST_CASE("a message formats text and integers", "[diagnostic]") {
-  mp::Message m = mp::Message::rule("some_rule");
+  mp::Message m = mp::Message::rule("axis_known");
   m << "values " << 0 << ", " << -17 << ", " << 42L << ", " << LLONG_MIN << ", " << mp::C<8>{};
   CHECK(m.view() ==
-        "meshplan [some_rule]: values 0, -17, 42, -9223372036854775808, 8");
-  CHECK(m.rule_id() == "some_rule");
+        "meshplan [axis_known]: values 0, -17, 42, -9223372036854775808, 8");
+  CHECK(m.rule_id() == "axis_known");
   CHECK_FALSE(m.ok());
   CHECK(mp::Message{}.ok());
   CHECK(mp::Message{}.rule_id().empty());

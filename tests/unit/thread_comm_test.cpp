@@ -411,7 +411,7 @@ TEST_CASE("a failing rank releases the others; agree() turns one rank's problem 
   std::atomic<int> peers{0};
   CHECK_THROWS_WITH(world.run([&](mp::ThreadComm& comm) {
     mp::Message problem;
-    if (comm.rank() == 0) problem = mp::Message::rule("bad_input") << "rank 0's input is bad";
+    if (comm.rank() == 0) problem = mp::Message::rule("batch_shape") << "rank 0's input is bad";
     try {
       mp::agree(comm, problem, comm.world_group());
     } catch (const mp::RuleViolation& e) {
@@ -419,7 +419,7 @@ TEST_CASE("a failing rank releases the others; agree() turns one rank's problem 
       throw;
     }
   }),
-                    Catch::Contains("bad_input"));
+                    Catch::Contains("batch_shape"));
   CHECK(peers == 2);
 }
 

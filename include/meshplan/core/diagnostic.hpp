@@ -19,7 +19,7 @@
 #include <string_view>
 #include <type_traits>
 
-#include "meshplan/core/size.hpp"
+#include "meshplan/core/rules.hpp"
 
 namespace meshplan {
 
@@ -29,10 +29,12 @@ struct Message {
   // prints only the text.
   char text[capacity + 1]{};
 
-  /// A message for a broken rule: "meshplan [rule_id]: ".
-  static constexpr Message rule(std::string_view rule_id) noexcept {
+  /// A message for a broken rule: "meshplan [rule_id]: ". The id must be registered in
+  /// core/rules.hpp (RuleId refuses any other at compile time).
+  static constexpr Message rule(RuleId id) noexcept { return rule(id.info()); }
+  static constexpr Message rule(const RuleInfo& info) noexcept {
     Message m;
-    m << "meshplan [" << rule_id << "]: ";
+    m << "meshplan [" << info.id << "]: ";
     return m;
   }
 
@@ -83,8 +85,11 @@ struct Message {
     return *this;
   }
 
-  template <index_t V>
-  constexpr Message& operator<<(C<V>) noexcept { return *this << V; }
+  /// A compile-time integer (C<v>, std::integral_constant): its value. Generic so that this
+  /// header does not need core/size.hpp, whose static checks use Message.
+  template <class Constant>
+    requires(std::is_empty_v<Constant> && std::integral<std::remove_cv_t<decltype(Constant::value)>>)
+  constexpr Message& operator<<(Constant) noexcept { return *this << Constant::value; }
 };
 
 /// The first broken rule of several, or ok.

@@ -10,6 +10,8 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "meshplan/core/diagnostic.hpp"
+
 namespace meshplan {
 
 /// The integer type of every extent, offset, rank and mesh size.
@@ -72,12 +74,22 @@ void operator/(C<A>, C<0>) = delete;
 template <index_t A>
 void operator%(C<A>, C<0>) = delete;
 
+namespace size_rules {
+/// A static divisor is at least 1.
+constexpr Message static_divisor_positive(std::string_view operation, index_t divisor) noexcept {
+  if (divisor > 0) return {};
+  return Message::rule("static_divisor_positive") << operation << " by the static size " << divisor
+                                                  << "; the divisor must be at least 1";
+}
+}  // namespace size_rules
+
 /// ceil(a / b) for b > 0; static when both are.
 template <Size A, Size B>
 constexpr auto ceil_div(A a, B b) noexcept {
   if constexpr (StaticSize<A> && StaticSize<B>) {
-    static_assert(B::value > 0, "meshplan: ceil_div by a non-positive size");
-    return C<(A::value + B::value - 1) / B::value>{};
+    static_assert(rule_check<size_rules::static_divisor_positive("ceil_div", B::value)>::passed);
+    if constexpr (B::value > 0) return C<(A::value + B::value - 1) / B::value>{};
+    else return C<0>{};  // refused above; keeps the error single
   } else {
     return (value_of(a) + value_of(b) - 1) / value_of(b);
   }

@@ -88,4 +88,12 @@ constexpr Message coordinate_in_axis(std::string_view name, index_t coordinate, 
          << "coordinate " << coordinate << " is outside mesh axis '" << name << "' of size " << size;
 }
 
+/// A template argument that must be a mesh is a DeviceMesh; `user` says which template took
+/// it and `type` is its spelling.
+constexpr Message mesh_is_device_mesh(bool is_mesh, std::string_view user, std::string_view type) noexcept {
+  if (is_mesh) return {};
+  return Message::rule("mesh_is_device_mesh") << user << "'s Mesh is '" << type
+                                              << "', which is not a mesh; use DeviceMesh<Axis<\"name\", size>...>";
+}
+
 }  // namespace meshplan::mesh_rules

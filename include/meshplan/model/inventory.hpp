@@ -13,6 +13,7 @@
 #include <string_view>
 #include <vector>
 
+#include "meshplan/core/rules.hpp"
 #include "meshplan/core/size.hpp"
 #include "meshplan/model/model_spec.hpp"
 
@@ -55,7 +56,7 @@ struct DimInfo {
   index_t extent = 0;
   std::string_view unit;   // the hyperparameter, e.g. "num_key_value_heads"; empty: any split
   index_t units = 0;
-  std::string_view rule;   // e.g. "kv_heads_divisible"
+  const RuleInfo* rule = nullptr;  // e.g. kv_heads_divisible
   int packed = 1;
 };
 
@@ -77,10 +78,10 @@ struct ParamInfo {
 };
 
 namespace detail {
-constexpr DimInfo free_dim(index_t extent) noexcept { return {extent, {}, 0, {}, 1}; }
-constexpr DimInfo unit_dim(index_t extent, std::string_view unit, index_t units, std::string_view rule,
+constexpr DimInfo free_dim(index_t extent) noexcept { return {extent, {}, 0, nullptr, 1}; }
+constexpr DimInfo unit_dim(index_t extent, std::string_view unit, index_t units, RuleId rule,
                            int packed = 1) noexcept {
-  return {extent, unit, units, rule, packed};
+  return {extent, unit, units, &rule.info(), packed};
 }
 
 struct InventoryBuilder {

@@ -79,4 +79,20 @@ constexpr Message check_config(const ModelSpec& m) noexcept {
   return {};
 }
 
+/// A block that runs experts (`user`) is given a model with experts.
+constexpr Message has_experts(const ModelSpec& m, std::string_view user) noexcept {
+  if (m.is_moe()) return {};
+  return Message::rule("model_has_experts") << user << " needs a model with experts; this " << to_string(m.family)
+                                            << " config has none";
+}
+
+/// A template argument that must name a model is a model type (a preset, or a type with a
+/// `static constexpr ModelSpec spec`); `type` is its spelling.
+constexpr Message is_model_type(bool is_model, std::string_view user, std::string_view type) noexcept {
+  if (is_model) return {};
+  return Message::rule("model_is_model_type") << user << "'s Model is '" << type
+                                              << "', which is neither a model type (a preset such as "
+                                                 "presets::Qwen3_30B_A3B) nor RuntimeModel";
+}
+
 }  // namespace meshplan::model_rules

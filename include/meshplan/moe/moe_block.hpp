@@ -51,7 +51,9 @@
 #include "meshplan/core/bfloat16.hpp"
 #include "meshplan/core/diagnostic.hpp"
 #include "meshplan/core/tensor.hpp"
+#include "meshplan/core/type_name.hpp"
 #include "meshplan/mesh/device_mesh.hpp"
+#include "meshplan/mesh/mesh_rules.hpp"
 #include "meshplan/mesh/mesh_spec.hpp"
 #include "meshplan/model/model_rules.hpp"
 #include "meshplan/model/model_spec.hpp"
@@ -73,9 +75,9 @@ class CpuBackend;  // cpu/moe_backend.hpp, included below: the default backend
 
 namespace detail {
 template <class Model>
-consteval bool static_moe_model() {
-  if constexpr (ModelType<Model>) return Model::spec.is_moe();
-  else return true;
+consteval Message static_moe_model() {
+  if constexpr (ModelType<Model>) return model_rules::has_experts(Model::spec, "MoEBlock");
+  else return {};
 }
 template <class Model, class Mesh, class Plan>
 consteval bool static_validate() {
@@ -176,11 +178,13 @@ namespace detail {
 template <class Model, class Mesh, class Plan>
 struct MoEBlockRequirements {
   static constexpr bool static_model = !std::is_same_v<Model, RuntimeModel>;
-  static_assert(!static_model || ModelType<Model>, "meshplan: MoEBlock's Model is a model type or RuntimeModel");
-  static_assert(is_device_mesh_v<Mesh>, "meshplan: MoEBlock's Mesh must be a DeviceMesh<...>");
-  static_assert(!static_model || detail::static_moe_model<Model>(),
-                "meshplan: MoEBlock needs a model with experts (num_experts > 0)");
-  static_assert(!static_model || detail::static_validate<Model, Mesh, Plan>());
+  static constexpr Message problem = first_of(
+      {model_rules::is_model_type(!static_model || ModelType<Model>, "MoEBlock", type_name<Model>()),
+       mesh_rules::mesh_is_device_mesh(is_device_mesh_v<Mesh>, "MoEBlock", type_name<Mesh>()),
+       detail::static_moe_model<Model>()});
+  static_assert(rule_check<problem>::passed);
+  static_assert(!static_model || !problem.ok() || detail::static_validate<Model, Mesh, Plan>());
+  static constexpr bool checked = true;
 };
 }  // namespace detail
 
@@ -261,6 +265,8 @@ struct MoEForward {
 
 template <class Model, class Mesh, PlanType Plan, class Backend = CpuBackend<float>>
 class MoEBlock {
+  // Checked where the class is instantiated (a use of its type), not first in a member.
+  static_assert(detail::MoEBlockRequirements<Model, Mesh, Plan>::checked);
   static constexpr bool static_model = detail::MoEBlockRequirements<Model, Mesh, Plan>::static_model;
 
  public:

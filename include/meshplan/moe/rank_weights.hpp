@@ -78,9 +78,7 @@ template <StorageType T>
 RankWeights<T> load_rank_weights(const ModelSpec& model, const MeshSpec& mesh, std::span<const EntrySpec> plan,
                                  index_t rank, const MoEWeightLoader<T>& load) {
   enforce(model_rules::check_config(model));
-  if (!model.is_moe())
-    throw RuleViolation(Message::rule("model_has_experts") << "an MoEBlock needs a model with experts; this "
-                                                           << to_string(model.family) << " config has none");
+  enforce(model_rules::has_experts(model, "an MoEBlock"));
   validate(model, mesh, plan);
   RankWeights<T> out;
   MoEWeights<T>& w = out.weights;

@@ -37,6 +37,12 @@ constexpr Message static_extents_nonnegative(std::span<const index_t> extents) n
       if (auto m = extent_nonnegative(d, extents[d]); !m.ok()) return m;
   return {};
 }
+
+/// A static dim index names one of the tensor's dims.
+constexpr Message dim_index_in_range(std::string_view what, std::size_t dim, std::size_t rank) noexcept {
+  if (dim < rank) return {};
+  return Message::rule("dim_index_in_range") << what << "<" << dim << "> names a dim of a tensor of rank " << rank;
+}
 }  // namespace placement_rules
 
 template <index_t... Es>
@@ -71,8 +77,9 @@ class Extents {
   /// C<n> when the extent is static.
   template <std::size_t D>
   constexpr auto extent() const noexcept {
-    static_assert(D < rank(), "meshplan: Extents::extent<D> with D beyond the tensor's rank");
-    if constexpr (static_values[D] != dynamic) return C<static_values[D]>{};
+    static_assert(rule_check<placement_rules::dim_index_in_range("Extents::extent", D, rank())>::passed);
+    if constexpr (D >= rank()) return index_t{0};  // refused above; keeps the error single
+    else if constexpr (static_values[D] != dynamic) return C<static_values[D]>{};
     else return extent(D);
   }
 

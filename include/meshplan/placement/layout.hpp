@@ -94,8 +94,10 @@ class Layout {
   /// Local extent of dim D on `rank`: C<n> when every rank holds the same static extent.
   template <std::size_t D>
   constexpr auto local_extent(index_t rank) const {
-    static_assert(D < tensor_rank, "meshplan: Layout::local_extent<D> with D beyond the tensor's rank");
-    if constexpr (constexpr index_t n = static_local_extent(D); n != dynamic) {
+    static_assert(rule_check<placement_rules::dim_index_in_range("Layout::local_extent", D, tensor_rank)>::passed);
+    if constexpr (D >= tensor_rank) {
+      return index_t{0};  // refused above; keeps the error single
+    } else if constexpr (constexpr index_t n = static_local_extent(D); n != dynamic) {
       check_rank(rank);
       return C<n>{};
     } else {

@@ -20,6 +20,7 @@
 
 #include "meshplan/core/diagnostic.hpp"
 #include "meshplan/core/fixed_string.hpp"
+#include "meshplan/core/type_name.hpp"
 #include "meshplan/plan/style.hpp"
 
 namespace meshplan {
@@ -79,12 +80,36 @@ struct OptionalEntry : EntryWith<Pattern, true, Styles...> {};
 template <class T>
 inline constexpr bool is_entry_v = requires { typename T::meshplan_entry_tag; };
 
+namespace plan_rules {
+/// Plan argument `index` is an entry; `type` is its spelling.
+constexpr Message plan_holds_entries(std::size_t index, bool is_entry, std::string_view type) noexcept {
+  if (is_entry) return {};
+  return Message::rule("plan_holds_entries") << "Plan argument " << index << " is '" << type
+                                             << "', which is not an entry; use Entry<\"pattern\", styles...>";
+}
+
+template <class... Entries>
+constexpr Message check_entries() noexcept {
+  Message m;
+  std::size_t i = 0;
+  ((m = m.ok() ? plan_holds_entries(i, is_entry_v<Entries>, type_name<Entries>()) : m, ++i), ...);
+  return m;
+}
+/// An entry's spec; an empty one for an argument refused above, so that the refusal stays
+/// the only error.
+template <class E>
+constexpr EntrySpec spec_of() noexcept {
+  if constexpr (is_entry_v<E>) return E::spec;
+  else return {};
+}
+}  // namespace plan_rules
+
 template <class... Entries>
 struct Plan {
-  static_assert((is_entry_v<Entries> && ...), "meshplan: a Plan holds Entry<\"pattern\", styles...> types only");
+  static_assert(rule_check<plan_rules::check_entries<Entries...>()>::passed);
   /// The plan itself; named plans derive from Plan<...> and plan_cat_t reads this.
   using plan_type = Plan;
-  static constexpr std::array<EntrySpec, sizeof...(Entries)> entries{Entries::spec...};
+  static constexpr std::array<EntrySpec, sizeof...(Entries)> entries{plan_rules::spec_of<Entries>()...};
 };
 
 template <class T>

@@ -153,7 +153,7 @@ constexpr Message dim_sharded_once(const ParamInfo& p, int dim, std::string_view
 constexpr Message shard_divides(const ParamInfo& p, int dim, std::string_view axis, index_t shards) noexcept {
   const DimInfo& d = p.dims[static_cast<std::size_t>(dim)];
   if (d.units == 0 || shards <= 0 || d.units % shards == 0) return {};
-  Message m = Message::rule(d.rule);
+  Message m = Message::rule(*d.rule);
   m << d.unit << " (" << d.units << ") is not divisible by " << shards;
   m << " (mesh axis '" << axis << "'), which shards dim " << dim << " of '" << p.name << "'";
   if (d.packed > 1) m << " (each of its " << d.packed << " packed halves)";

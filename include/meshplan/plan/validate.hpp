@@ -26,7 +26,9 @@
 #include <vector>
 
 #include "meshplan/core/diagnostic.hpp"
+#include "meshplan/core/type_name.hpp"
 #include "meshplan/mesh/device_mesh.hpp"
+#include "meshplan/mesh/mesh_rules.hpp"
 #include "meshplan/mesh/mesh_spec.hpp"
 #include "meshplan/model/flow.hpp"
 #include "meshplan/model/inventory.hpp"
@@ -176,8 +178,9 @@ inline constexpr bool valid_plan_v = detail::check_static<Model, Mesh, P>().ok()
 /// on run-time axis sizes are left to the run-time validate. Returns true.
 template <ModelType Model, class Mesh, PlanType P>
 consteval bool validate() {
-  static_assert(is_device_mesh_v<Mesh>, "meshplan: validate<Model, Mesh, Plan>: Mesh must be a DeviceMesh<...>");
-  static_assert(rule_check<detail::check_static<Model, Mesh, P>()>::passed);
+  static_assert(rule_check<mesh_rules::mesh_is_device_mesh(is_device_mesh_v<Mesh>, "validate<Model, Mesh, Plan>",
+                                                           type_name<Mesh>())>::passed);
+  if constexpr (is_device_mesh_v<Mesh>) static_assert(rule_check<detail::check_static<Model, Mesh, P>()>::passed);
   return true;
 }
 
