@@ -89,9 +89,9 @@ std::string code(const std::optional<mp::PlacementSpec>& p) {
 
 // ---- Activation effects: style x parameter kind x where the step stands ---------------------
 // One character per parameter kind (same order as above):
-//   T: accepts Replicate or Shard(seq), output as input   A: accepts anything, output as input
-//   c: Replicate -> Shard(hidden)   g: Replicate -> Replicate   v: Replicate -> Shard(seq)
-//   r: Shard(hidden) -> Replicate   s: Shard(hidden) -> Shard(seq)   q: Shard(seq) -> Shard(seq)
+//   T: accepts Replicate or Shard(1), output as input   A: accepts anything, output as input
+//   c: Replicate -> Shard(-1)   g: Replicate -> Replicate   v: Replicate -> Shard(1)
+//   r: Shard(-1) -> Replicate   s: Shard(-1) -> Shard(1)   q: Shard(1) -> Shard(1)
 // `residual`: a step reading an activation (not the token ids), `within_heads`: the same
 // step working within heads (q_norm, k_norm), `token_ids`: a step reading the token ids.
 struct EffectRow {
@@ -241,7 +241,7 @@ std::string accepts_doc(const mp::StepEffect& e) {
   std::string r;
   for (mp::Act a : {mp::Act::replicate, mp::Act::shard_seq, mp::Act::shard_hidden})
     if (e.accepts.contains(a)) r += (r.empty() ? "" : " or ") + std::string(mp::to_string(a));
-  if (e.within_heads) r += " (or Shard(hidden) within heads)";
+  if (e.within_heads) r += " (or Shard(-1) within heads)";
   return r;
 }
 std::string effect_doc(const mp::StepEffect& e) {
@@ -378,7 +378,7 @@ TEST_CASE("a style's reduction agrees with its activation effect", "[style_table
         const bool reduces = s.reduce.how != mp::PartialReduce::none && mp::happens_at(s.reduce.at, pos);
         INFO(param_names[p] << (token_ids ? " reading token ids" : ""));
         if (reduces) {
-          // all_reduce: Replicate; reduce_scatter: Shard(seq); from a split or a masked lookup.
+          // all_reduce: Replicate; reduce_scatter: Shard(1); from a split or a masked lookup.
           REQUIRE(e.out.has_value());
           CHECK(*e.out == (scatters ? mp::Act::shard_seq : mp::Act::replicate));
           CHECK((token_ids || e.accepts == mp::ActSet{false, false, true}));
@@ -387,7 +387,7 @@ TEST_CASE("a style's reduction agrees with its activation effect", "[style_table
                 (scatters ? std::optional(mp::Collective::all_gather) : std::optional<mp::Collective>()));
         } else if (e.accepts == mp::ActSet{false, false, true}) {
           // A step reading a split contraction dim without a reduction would leave partial sums.
-          FAIL_CHECK("reads Shard(hidden) but reduces nothing");
+          FAIL_CHECK("reads Shard(-1) but reduces nothing");
         }
       }
   }

@@ -69,6 +69,8 @@ inline constexpr RuleInfo rule_registry[] = {
   {"dtype_known", Checked::run, "a name that is not a dtype"},
   {"model_is_model_type", Checked::compile, "an `MoEBlock` model argument that is neither a model type (a preset) nor `RuntimeModel`"},
   // Plans
+  {"activation_placement", Checked::compile, "a style's or hook's activation placement other than Replicate, Shard<1> (the sequence) or Shard<-1> (the hidden dim)"},
+  {"style_output_placement", Checked::compile, "a style given an output placement it does not write (`rowwise<\"tp\", Shard<-1>>`)"},
   {"plan_holds_entries", Checked::compile, "a `Plan` argument that is not an `Entry<\"pattern\", styles...>`"},
   {"pattern_syntax", Checked::compile_and_run, "a pattern that is not a dotted path of names and `*`"},
   {"entry_style_count", Checked::compile_and_run, "an entry with no style, or more than 4"},

@@ -2,12 +2,12 @@
 // A module scope's hooks on the tensor-parallel axis (attention, the MLP, lm_head), and
 // what its input gradient needs there:
 //
-//   entry gather  (Shard(seq) -> Replicate, sequence parallel) all-gathers the rank's
+//   entry gather  (Shard(1) -> Replicate, sequence parallel) all-gathers the rank's
 //                 shard; backward: the module's partial input gradient is reduce-scattered
 //                 onto the shards (a whole one is split)
-//   entry split   (Replicate -> Shard(seq)) keeps the rank's chunk of the tokens (torch.chunk,
+//   entry split   (Replicate -> Shard(1)) keeps the rank's chunk of the tokens (torch.chunk,
 //                 uneven chunks allowed); backward: the chunks' gradients are all-gathered
-//   exit gather   (Shard(seq) -> Replicate) all-gathers the output chunks; backward: the
+//   exit gather   (Shard(1) -> Replicate) all-gathers the output chunks; backward: the
 //                 rank's chunk of the output gradient
 //   no hook       a module whose weights are split over the axis gives a partial input
 //                 gradient: all-reduced

@@ -1,6 +1,6 @@
 #pragma once
 // Moving a rank's tokens along a sequence-parallel axis: the gather a module scope does on
-// entry (Shard(seq) -> Replicate), its backward (a reduce-scatter of partial input
+// entry (Shard(1) -> Replicate), its backward (a reduce-scatter of partial input
 // gradients, or a split of whole ones), and the reduce-scatter of partial outputs.
 // Sequence shards are equal chunks (torch.chunk of the flattened tokens): an uneven split
 // is refused with sequence_divisible, on every rank alike since every rank sees the

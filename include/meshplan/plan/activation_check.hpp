@@ -3,8 +3,8 @@
 //
 // For each axis the check walks the model's flow (model/flow.hpp) and keeps, for every
 // activation slot, its placement and the module that wrote it. A step must accept the
-// placement it reads (a sequence-parallel norm reads Shard(seq); colwise reads Replicate;
-// rowwise reads Shard(hidden)), and every writer of a slot must write the same placement
+// placement it reads (a sequence-parallel norm reads Shard(1); colwise reads Replicate;
+// rowwise reads Shard(-1)), and every writer of a slot must write the same placement
 // (attention and the MLP both write the residual stream). On an axis that splits model
 // tensors the input tokens are replicated; on any other axis (data or expert parallel)
 // each rank holds its own tokens.

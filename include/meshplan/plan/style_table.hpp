@@ -32,8 +32,8 @@ enum class Act : std::uint8_t { replicate, shard_seq, shard_hidden };
 constexpr std::string_view to_string(Act a) noexcept {
   switch (a) {
     case Act::replicate: return "Replicate";
-    case Act::shard_seq: return "Shard(seq)";
-    case Act::shard_hidden: return "Shard(hidden)";
+    case Act::shard_seq: return "Shard(1)";
+    case Act::shard_hidden: return "Shard(-1)";
   }
   return "?";
 }
@@ -82,7 +82,7 @@ constexpr ActSet only(Act a) noexcept {
 /// What a step of a style's module does to the activation it reads, on the style's axis.
 struct StepEffect {
   ActSet accepts = {};
-  bool within_heads = false;      // also accepts Shard(hidden) at a step that works within heads (q_norm, k_norm)
+  bool within_heads = false;      // also accepts Shard(-1) at a step that works within heads (q_norm, k_norm)
   std::optional<Act> out = {};    // nothing: the output is placed as the input
 };
 
@@ -147,7 +147,7 @@ constexpr bool happens_at(At at, const StepPosition& s) noexcept {
 
 /// A style's partial sums: the module's output is a partial sum over the axis at these
 /// steps, finished by this reduction. Forward: the reduction of the output (all_reduce:
-/// output Replicate; reduce_scatter: output Shard(seq)). Backward: its adjoint (adjoint()).
+/// output Replicate; reduce_scatter: output Shard(1)). Backward: its adjoint (adjoint()).
 struct Reduction {
   PartialReduce how = PartialReduce::none;
   At at = At::every_step;
@@ -232,7 +232,7 @@ inline constexpr StyleInfo table[] = {
    .params = ParamPlacements::all(Replicate),
    .effect = {.accepts = token_splits, .within_heads = true}},
 
-  // weight [out, in] Shard(0): input Replicate, output Shard(hidden)
+  // weight [out, in] Shard(0): input Replicate, output Shard(-1)
   {.kind = K::colwise, .name = "colwise",
    .params = {.linear = Shard(0), .linear_bias = Shard(0), .lm_head = Shard(0)},
    .effect = {.accepts = only(Act::replicate), .out = Act::shard_hidden},
@@ -245,13 +245,13 @@ inline constexpr StyleInfo table[] = {
    .forward = {{Collective::all_gather, Payload::output}},
    .backward = {input_gradient_all_reduce}},
 
-  // weight Shard(1), bias Replicate: input Shard(hidden), partial sums all-reduced
+  // weight Shard(1), bias Replicate: input Shard(-1), partial sums all-reduced
   {.kind = K::rowwise, .name = "rowwise",
    .params = {.linear = Shard(1), .linear_bias = Replicate /* added once, after the reduction */, .experts_down = Shard(2)},
    .effect = {.accepts = only(Act::shard_hidden), .out = Act::replicate},
    .reduce = {PartialReduce::all_reduce, At::every_step}},
 
-  // rowwise with reduce-scatter: output Shard(seq) (sequence parallel)
+  // rowwise with reduce-scatter: output Shard(1) (sequence parallel)
   {.kind = K::rowwise_reduce_scatter, .name = "rowwise_reduce_scatter",
    .params = {.linear = Shard(1), .linear_bias = Replicate, .experts_down = Shard(2)},
    .effect = {.accepts = only(Act::shard_hidden), .out = Act::shard_seq},
@@ -270,14 +270,14 @@ inline constexpr StyleInfo table[] = {
    .output_embedding_out = Act::shard_hidden,
    .reduce = {PartialReduce::all_reduce, At::token_ids}},
 
-  // vocab_parallel with reduce-scatter: output Shard(seq)
+  // vocab_parallel with reduce-scatter: output Shard(1)
   {.kind = K::vocab_parallel_reduce_scatter, .name = "vocab_parallel_reduce_scatter",
    .params = {.embedding = Shard(0)},
    .effect = {.accepts = only(Act::replicate), .out = Act::shard_seq},
    .output_embedding_out = Act::shard_hidden,
    .reduce = {PartialReduce::reduce_scatter, At::token_ids}},
 
-  // norms on Shard(seq) activations; weight Replicate, grads all-reduced
+  // norms on Shard(1) activations; weight Replicate, grads all-reduced
   {.kind = K::sequence_parallel, .name = "sequence_parallel",
    .params = {.norm = Replicate},
    .effect = {.accepts = only(Act::shard_seq), .out = Act::shard_seq}},
@@ -314,7 +314,7 @@ inline constexpr StyleInfo table[] = {
    .backward = {{Collective::all_reduce, Payload::routing_weights, At::closing, "routing weights"},
                 {Collective::all_reduce, Payload::input_gradient, At::opening}}},
 
-  // expert_tp with reduce-scatter: output Shard(seq)
+  // expert_tp with reduce-scatter: output Shard(1)
   {.kind = K::expert_tp_reduce_scatter, .name = "expert_tp_reduce_scatter",
    .params = {.experts_gate_up = StridedShard(1), .experts_down = Shard(2)},
    .effect = {.accepts = only(Act::replicate), .out = Act::shard_hidden},
@@ -349,7 +349,7 @@ constexpr bool style_table_in_order() noexcept {
 }
 
 /// A reduction writes what the step's effect says: all_reduce Replicate, reduce_scatter
-/// Shard(seq), from a split (Shard(hidden)) or a masked lookup (token ids) input.
+/// Shard(1), from a split (Shard(-1)) or a masked lookup (token ids) input.
 constexpr bool style_reductions_agree() noexcept {
   for (const StyleInfo& s : style_table) {
     if (s.reduce.how == PartialReduce::none) continue;
