@@ -1,6 +1,6 @@
 // Rule activation_consistent: the bad line must fail with the message below; its twin must compile.
 // Sequence-parallel norms feeding plain TP attention: no all-gather on entry.
-// expect-error: meshplan \[activation_consistent\]: on mesh axis 'tp', 'layers\.\*\.self_attn\.q_proj\.weight' \(colwise on 'tp'\) reads 'attn_x' as Shard\(seq\) \(written by 'layers\.\*\.input_layernorm\.weight'\) but accepts only Replicate
+// expect-error: meshplan \[activation_consistent\]: on mesh axis 'tp', 'layers\.\*\.self_attn\.q_proj\.weight' \(colwise on 'tp'\) reads 'attn_x' as Shard\(1\) \(written by 'layers\.\*\.input_layernorm\.weight'\) but accepts only Replicate
 #include "meshplan/model/presets.hpp"
 #include "meshplan/plan/builtin/registry.hpp"
 #include "meshplan/plan/validate.hpp"

@@ -1,6 +1,6 @@
 // Rule activation_consistent: the bad line must fail with the message below; its twin must compile.
 // Sequence parallelism with an all-reducing o_proj: attention returns a replicated residual where the rest keeps it sequence-sharded.
-// expect-error: meshplan \[activation_consistent\]: on mesh axis 'tp', 'layers\.\*\.self_attn' writes 'residual' as Replicate but 'embed_tokens\.weight' writes it as Shard\(seq\)
+// expect-error: meshplan \[activation_consistent\]: on mesh axis 'tp', 'layers\.\*\.self_attn' writes 'residual' as Replicate but 'embed_tokens\.weight' writes it as Shard\(1\)
 #include "meshplan/model/presets.hpp"
 #include "meshplan/plan/builtin/registry.hpp"
 #include "meshplan/plan/validate.hpp"

@@ -1,6 +1,6 @@
 // Rule activation_consistent: the bad line must fail with the message below; its twin must compile.
 // transformers' EP on the attention TP axis: every rank holds every token. The twin splits them first.
-// expect-error: meshplan \[activation_consistent\]: on mesh axis 'tp', 'layers\.\*\.mlp\.experts\.gate_up_proj' \(moe_experts on 'tp'\) reads 'mlp_x' as Replicate .* but accepts only Shard\(seq\)
+// expect-error: meshplan \[activation_consistent\]: on mesh axis 'tp', 'layers\.\*\.mlp\.experts\.gate_up_proj' \(moe_experts on 'tp'\) reads 'mlp_x' as Replicate .* but accepts only Shard\(1\)
 #include "meshplan/model/presets.hpp"
 #include "meshplan/plan/builtin/registry.hpp"
 #include "meshplan/plan/validate.hpp"

@@ -1,5 +1,5 @@
 // Rule entry_style_kinds: the bad line must fail with the message below; its twin must compile.
-// expect-error: meshplan \[entry_style_kinds\]: plan entry 'embed_tokens' mixes a module hook \(prepare_input Shard\(seq\) -> Replicate on 'ep'\) with a parameter style
+// expect-error: meshplan \[entry_style_kinds\]: plan entry 'embed_tokens' mixes a module hook \(prepare_input Shard\(1\) -> Replicate on 'ep'\) with a parameter style
 #include "meshplan/model/presets.hpp"
 #include "meshplan/plan/builtin/registry.hpp"
 #include "meshplan/plan/validate.hpp"
