@@ -71,6 +71,7 @@ inline constexpr RuleInfo rule_registry[] = {
   // Plans
   {"activation_placement", Checked::compile, "a style's or hook's activation placement other than Replicate, Shard<1> (the sequence) or Shard<-1> (the hidden dim)"},
   {"style_output_placement", Checked::compile, "a style given an output placement it does not write (`rowwise<\"tp\", Shard<-1>>`)"},
+  {"param_known", Checked::compile, "a typed plan view (`param_layout_t`) asked for a name that is not a parameter of the model"},
   {"plan_holds_entries", Checked::compile, "a `Plan` argument that is not an `Entry<\"pattern\", styles...>`"},
   {"pattern_syntax", Checked::compile_and_run, "a pattern that is not a dotted path of names and `*`"},
   {"entry_style_count", Checked::compile_and_run, "an entry with no style, or more than 4"},
@@ -113,7 +114,8 @@ inline constexpr RuleInfo rule_registry[] = {
   {"cpu_isa", Checked::run, "a CPU kernel path (`MESHPLAN_CPU_ISA`, or asked for by name) that this CPU cannot run, or a name that is not a path"},
   {"gemm_shape", Checked::run, "a CPU GEMM task or weight packing given a null pointer or an impossible shape"},
   {"expert_path", Checked::run, "`FusedExperts` asked for kernels it does not have (`cublas`), or for the wgmma kernels where they cannot run (not an sm_90 device, or no sm_90a code in the build)"},
-  {"device_sizes", Checked::run, "a size a CUDA kernel or cuBLAS cannot take (above 2^31 - 1, negative, a null buffer for elements, temporary storage smaller than asked for, a router with more experts than shared memory holds); refused on the host before any launch"},
+  {"device_sizes", Checked::run, "a size a CUDA kernel or cuBLAS cannot take (above 2^31 - 1, negative, a null buffer for elements, temporary storage smaller than asked for, a router with more experts than shared memory holds, a fused-expert launch of more than 2^31 - 1 blocks, a fused-expert output not aligned to its elements); refused on the host before any launch"},
+  {"buffer_stream", Checked::run, "a device buffer used on a stream other than its owning stream by a call that cannot hand it over (`upload`, `download`), or handed to the legacy default stream; refused on the host before any copy"},
   // Whole models
   {"batch_shape", Checked::run, "a `TokenBatch` whose ids (or labels) do not hold sequences x length values"},
   {"token_in_vocab", Checked::run, "a token id outside `[0, vocab_size)`, or a label neither -100 nor inside it (the message gives the token's sequence and position)"},
