@@ -272,7 +272,7 @@ TEST_CASE("host: a buffer refuses a byte count that overflows, and a foreign str
   Ledger::calls.clear();
   Buffer<float> b;
   const std::size_t too_many = std::numeric_limits<std::size_t>::max() / 4 + 1;
-  CHECK_THROWS_WITH(b.resize(too_many), "meshplan [device_sizes]: a device buffer of " + std::to_string(too_many) +
+  CHECK_THROWS_WITH(b.resize(too_many), "meshplan [device_size_range]: a device buffer of " + std::to_string(too_many) +
                                             " elements of 4 bytes overflows the byte count");
   CHECK(mp::cuda::buffer_bytes_fit(too_many - 1, 4).ok());
   CHECK(mp::cuda::buffer_bytes_fit(std::numeric_limits<std::size_t>::max(), 1).ok());

@@ -340,7 +340,7 @@ TEST_CASE("host: the fused experts refuse a launch of more blocks than one grid 
   CHECK(rules::fused_grid(33554432, 2048, 128).ok());  // 2^25 tiles x 16 blocks = 2^29
   CHECK(rules::fused_grid(1, mp::cuda::fused_max_width, 32).ok());
   const auto refused = rules::fused_grid(33554432, 8192, 128);  // x 64 = 2^31
-  CHECK(refused.rule_id() == "device_sizes");
+  CHECK(refused.rule_id() == "device_size_range");
   CHECK_THAT(std::string(refused.view()), Catch::Contains("at most 2147483647 blocks") &&
                                               Catch::Contains("33554432 row tiles times 64 column blocks of 128"));
 }
@@ -351,7 +351,7 @@ TEST_CASE("host: the fused experts refuse outputs not aligned to their elements,
   CHECK(rules::fused_alignment("output", storage + 1, 4).ok());
   const auto* odd = reinterpret_cast<const unsigned char*>(storage) + 2;
   const auto refused = rules::fused_alignment("output", odd, 4);
-  CHECK(refused.rule_id() == "device_sizes");
+  CHECK(refused.rule_id() == "device_alignment");
   CHECK_THAT(std::string(refused.view()), Catch::Contains("output must be aligned to its 4-byte elements"));
   CHECK(rules::fused_alignment("output", odd, 2).ok());
   CHECK_FALSE(rules::fused_alignment("output", odd + 1, 2).ok());
@@ -360,7 +360,7 @@ TEST_CASE("host: the fused experts refuse outputs not aligned to their elements,
   const __nv_bfloat16* w = nullptr;
   auto* misaligned = reinterpret_cast<float*>(reinterpret_cast<std::uintptr_t>(storage) + 2);
   CHECK_THROWS_WITH(experts.dense(w, 4, w, w, w, 64, 8, misaligned, nullptr),
-                    Catch::Contains("[device_sizes]") && Catch::Contains("aligned to its 4-byte elements"));
+                    Catch::Contains("[device_alignment]") && Catch::Contains("aligned to its 4-byte elements"));
 }
 
 TEST_CASE("host: the epilogue's stores are as wide as every output row's alignment allows", "[host]") {

@@ -40,7 +40,7 @@ TEST_CASE("host: DevicePermute refuses sizes before launching", "[host]") {
   std::size_t bytes = 0;
   std::int32_t* none = nullptr;
   CHECK_THROWS_WITH(P::sort_by_expert(nullptr, bytes, none, none, none, -1, 8, nullptr),
-                    Catch::Contains("[device_sizes]") && Catch::Contains("the pair count is -1"));
+                    Catch::Contains("[device_size_range]") && Catch::Contains("the pair count is -1"));
   CHECK_THROWS_WITH(P::sort_by_expert(nullptr, bytes, none, none, none, 4, 0, nullptr),
                     Catch::Contains("the expert count 0 is outside 1.."));
   CHECK_THROWS_WITH(P::sort_by_expert(nullptr, bytes, none, none, none, 4, 8, nullptr),
@@ -96,7 +96,7 @@ TEST_CASE("host: the cuBLAS path refuses sizes before it touches the GPU", "[hos
   const float* x = nullptr;
   float* y = nullptr;
   CHECK_THROWS_WITH(mp::cuda::linear_rows(nullptr, x, 1LL << 31, x, 8, 8, y, 8),
-                    Catch::Contains("[device_sizes]") && Catch::Contains("the row count is 2147483648"));
+                    Catch::Contains("[device_size_range]") && Catch::Contains("the row count is 2147483648"));
 }
 
 TEST_CASE("host: the fused experts cut every expert's rows into tiles, skipping experts without rows", "[host]") {
@@ -136,7 +136,7 @@ TEST_CASE("host: the fused experts refuse sizes before launching", "[host]") {
   const __nv_bfloat16* w = nullptr;
   float* out = nullptr;
   CHECK_THROWS_WITH(experts.dense(w, 4, w, w, w, 0, 8, out, nullptr),
-                    Catch::Contains("[device_sizes]") && Catch::Contains("hidden 0"));
+                    Catch::Contains("[device_size_range]") && Catch::Contains("hidden 0"));
   CHECK_THROWS_WITH(experts.dense(w, 1LL << 31, w, w, w, 64, 8, out, nullptr), Catch::Contains("rows 2147483648"));
   CHECK_THROWS_WITH(experts.dense(w, 4, w, w, w, 64, mp::cuda::fused_max_width + 1, out, nullptr),
                     Catch::Contains("widths of 1 to 2097120"));

@@ -98,7 +98,7 @@ TEST_CASE("the sort refuses temporary storage smaller than it asked for", "[perm
   std::size_t short_bytes = bytes - 1;
   CHECK_THROWS_WITH(mp::cuda::DevicePermute::sort_by_expert(temp.data(), short_bytes, ids.data(), sorted.data(),
                                                             order.data(), 4, 4, nullptr),
-                    Catch::Contains("[device_sizes]") && Catch::Contains("temporary storage"));
+                    Catch::Contains("[device_temp_storage]") && Catch::Contains("temporary storage"));
 }
 
 TEST_CASE("expert_offsets flags an expert id outside the expert count", "[permute]") {
@@ -450,9 +450,9 @@ TEST_CASE("host: the gather and the combine refuse a missing index or weight and
   float* out = reinterpret_cast<float*>(std::uintptr_t{512});
   const std::int32_t* order = reinterpret_cast<const std::int32_t*>(std::uintptr_t{1024});
   CHECK_THROWS_WITH(P::gather_rows(rows, static_cast<const std::int32_t*>(nullptr), 2, 10, 64, out, nullptr),
-                    Catch::Contains("[device_sizes]") && Catch::Contains("order is null but 10 elements"));
+                    Catch::Contains("[device_buffer_given]") && Catch::Contains("order is null but 10 elements"));
   CHECK_THROWS_WITH(P::gather_rows(rows, order, 0, 10, 64, out, nullptr),
-                    Catch::Contains("[device_sizes]") && Catch::Contains("top_k is 0; the gather takes 1 to"));
+                    Catch::Contains("[device_size_range]") && Catch::Contains("top_k is 0; the gather takes 1 to"));
   CHECK_THROWS_WITH(P::gather_rows(rows, order, -3, 10, 64, out, nullptr), Catch::Contains("top_k is -3"));
   CHECK_THROWS_WITH(P::combine(rows, static_cast<const std::int32_t*>(nullptr), reinterpret_cast<const float*>(rows),
                                5, 2, 64, out, nullptr),

@@ -257,7 +257,7 @@ TEST_CASE("host: the router refuses more experts than its tiles hold, and routes
   p.experts = 580;
   const mp::Message refused = mp::cuda::router_rules::params_valid(p, 1);
   CHECK(refused.view() ==
-        "meshplan [device_sizes]: the fused router keeps the logits of 16 tokens over all 580 experts in shared memory: "
+        "meshplan [router_shared_memory]: the fused router keeps the logits of 16 tokens over all 580 experts in shared memory: "
         "49168 bytes, more than the 49152 a block gets on every device (at most 579 experts fit)");
   // No tokens: checked, then nothing launched (here, without a GPU, a launch would fail).
   p.experts = 128;

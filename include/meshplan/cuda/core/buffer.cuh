@@ -59,7 +59,7 @@ class Stream {
 /// fit in size_t (a count computed from bad sizes must not wrap into a small allocation).
 inline Message buffer_bytes_fit(std::size_t count, std::size_t element_bytes) noexcept {
   if (element_bytes != 0 && count > std::numeric_limits<std::size_t>::max() / element_bytes)
-    return Message::rule("device_sizes") << "a device buffer of " << count << " elements of " << element_bytes
+    return Message::rule("device_size_range") << "a device buffer of " << count << " elements of " << element_bytes
                                          << " bytes overflows the byte count";
   return {};
 }

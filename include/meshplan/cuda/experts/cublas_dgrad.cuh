@@ -60,7 +60,7 @@ class CublasDgrad {
  private:
   static index_t checked(index_t chunk_rows) {
     enforce(chunk_rows >= 0 ? Message{}
-                            : Message::rule("device_sizes") << "chunk_rows is " << chunk_rows << "; 0 or more rows");
+                            : Message::rule("device_size_range") << "chunk_rows is " << chunk_rows << "; 0 or more rows");
     return chunk_rows;
   }
 

@@ -81,7 +81,7 @@ constexpr cudaDataType_t cuda_data_type() noexcept {
 namespace expert_rules {
 inline Message gemm_size(std::string_view what, long long n) {
   if (n >= 0 && n <= INT32_MAX) return {};
-  return Message::rule("device_sizes") << what << " is " << n << "; cuBLAS takes 0 to " << INT32_MAX;
+  return Message::rule("device_size_range") << what << " is " << n << "; cuBLAS takes 0 to " << INT32_MAX;
 }
 }  // namespace expert_rules
 
@@ -156,7 +156,7 @@ class CublasExperts {
  private:
   static index_t checked(index_t chunk_rows) {
     enforce(chunk_rows >= 0 ? Message{}
-                            : Message::rule("device_sizes") << "chunk_rows is " << chunk_rows << "; 0 or more rows");
+                            : Message::rule("device_size_range") << "chunk_rows is " << chunk_rows << "; 0 or more rows");
     return chunk_rows;
   }
 

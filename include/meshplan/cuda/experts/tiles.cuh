@@ -168,7 +168,7 @@ namespace expert_rules {
 inline Message fused_grid(index_t tiles, index_t columns, index_t per_block) {
   const index_t blocks = fused_blocks(tiles, columns, per_block);
   if (blocks > INT32_MAX)
-    return Message::rule("device_sizes") << "the fused experts launch at most " << INT32_MAX << " blocks; here "
+    return Message::rule("device_size_range") << "the fused experts launch at most " << INT32_MAX << " blocks; here "
                                          << tiles << " row tiles times " << (columns + per_block - 1) / per_block
                                          << " column blocks of " << per_block << " columns";
   return {};
@@ -178,7 +178,7 @@ inline Message fused_grid(index_t tiles, index_t columns, index_t per_block) {
 /// stores assume it; cudaMalloc's memory always is).
 inline Message fused_alignment(const char* what, const void* buffer, int element_bytes) {
   if (reinterpret_cast<std::uintptr_t>(buffer) % static_cast<std::uintptr_t>(element_bytes) != 0)
-    return Message::rule("device_sizes") << "the fused experts' " << what << " must be aligned to its " << element_bytes
+    return Message::rule("device_alignment") << "the fused experts' " << what << " must be aligned to its " << element_bytes
                                          << "-byte elements; it starts at address "
                                          << reinterpret_cast<std::uintptr_t>(buffer);
   return {};
@@ -186,7 +186,7 @@ inline Message fused_alignment(const char* what, const void* buffer, int element
 
 inline Message fused_sizes(index_t rows, index_t hidden, index_t inter) {
   if (rows < 0 || rows > INT32_MAX || hidden < 1 || hidden > fused_max_width || inter < 1 || inter > fused_max_width)
-    return Message::rule("device_sizes") << "the fused experts take 0 to " << INT32_MAX << " rows and widths of 1 to "
+    return Message::rule("device_size_range") << "the fused experts take 0 to " << INT32_MAX << " rows and widths of 1 to "
                                          << fused_max_width << "; here rows " << rows << ", hidden " << hidden
                                          << ", intermediate " << inter;
   return {};

@@ -230,11 +230,11 @@ __global__ void __launch_bounds__(outer_threads) accumulate_outer(DeviceOuterTer
 namespace backward_rules {
 inline Message size_valid(std::string_view what, long long n) {
   if (n >= 0 && n <= INT32_MAX) return {};
-  return Message::rule("device_sizes") << what << " is " << n << "; the backward's kernels take 0 to " << INT32_MAX;
+  return Message::rule("device_size_range") << what << " is " << n << "; the backward's kernels take 0 to " << INT32_MAX;
 }
 inline Message outer_fits(long long p) {
   if (p <= 65535LL * kernels::outer_tile) return {};
-  return Message::rule("device_sizes") << "a weight gradient of " << p << " rows; the chain kernel takes up to "
+  return Message::rule("device_size_range") << "a weight gradient of " << p << " rows; the chain kernel takes up to "
                                        << 65535LL * kernels::outer_tile;
 }
 }  // namespace backward_rules

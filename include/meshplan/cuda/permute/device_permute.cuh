@@ -41,20 +41,20 @@ namespace meshplan::cuda {
 namespace permute_rules {
 inline Message count_valid(std::string_view what, long long n) {
   if (n >= 0 && n <= INT32_MAX) return {};
-  return Message::rule("device_sizes") << what << " is " << n << "; the device kernels take 0 to " << INT32_MAX;
+  return Message::rule("device_size_range") << what << " is " << n << "; the device kernels take 0 to " << INT32_MAX;
 }
 inline Message pointer_given(std::string_view what, const void* p, long long n) {
   if (p || n == 0) return {};
-  return Message::rule("device_sizes") << what << " is null but " << n << " elements are asked for";
+  return Message::rule("device_buffer_given") << what << " is null but " << n << " elements are asked for";
 }
 inline Message temp_large_enough(std::size_t given, std::size_t needed) {
   if (given >= needed) return {};
-  return Message::rule("device_sizes") << "the temporary storage has " << given << " bytes where " << needed
+  return Message::rule("device_temp_storage") << "the temporary storage has " << given << " bytes where " << needed
                                        << " are needed (ask with a null pointer first)";
 }
 inline Message experts_valid(long long experts) {
   if (experts >= 1 && experts <= (1 << 20)) return {};
-  return Message::rule("device_sizes") << "the expert count " << experts << " is outside 1.." << (1 << 20);
+  return Message::rule("device_expert_count") << "the expert count " << experts << " is outside 1.." << (1 << 20);
 }
 }  // namespace permute_rules
 
@@ -298,7 +298,7 @@ struct DevicePermute {
   /// The gather divides pair indices by top_k: it must be at least 1 when there are rows.
   static Message top_k_valid(long long top_k, long long rows) {
     if (rows == 0 || (top_k >= 1 && top_k <= INT32_MAX)) return {};
-    return Message::rule("device_sizes") << "top_k is " << top_k << "; the gather takes 1 to " << INT32_MAX;
+    return Message::rule("device_size_range") << "top_k is " << top_k << "; the gather takes 1 to " << INT32_MAX;
   }
 
   /// Calls launch.template operator()<V, Rows>() with V the unsigned type of l.access_bytes

@@ -398,7 +398,7 @@ namespace router_rules {
 /// groups), checked by the same functions as a config, and what the kernel's tiles can hold.
 inline Message params_valid(const RouterParams& p, long long tokens) {
   if (tokens < 0 || tokens > INT32_MAX)
-    return Message::rule("device_sizes") << "the token count " << tokens << " is outside 0.." << INT32_MAX;
+    return Message::rule("device_size_range") << "the token count " << tokens << " is outside 0.." << INT32_MAX;
   const auto kind = static_cast<RouterKind>(p.kind);
   ModelSpec m{};
   m.family = kind == RouterKind::sigmoid_group_topk    ? Family::deepseek_v3
@@ -417,7 +417,7 @@ inline Message params_valid(const RouterParams& p, long long tokens) {
   if (tiles.shared_bytes > RouterTiles::shared_limit) {
     RouterParams fewer = p;
     while (fewer.experts > 1 && RouterTiles::of(fewer).shared_bytes > RouterTiles::shared_limit) --fewer.experts;
-    return Message::rule("device_sizes") << "the fused router keeps the logits of " << tiles.tokens_tile
+    return Message::rule("router_shared_memory") << "the fused router keeps the logits of " << tiles.tokens_tile
                                          << " tokens over all " << p.experts << " experts in shared memory: "
                                          << tiles.shared_bytes << " bytes, more than the " << RouterTiles::shared_limit
                                          << " a block gets on every device (at most " << fewer.experts
@@ -449,7 +449,7 @@ struct DeviceRouter {
                     cudaStream_t stream) {
     enforce(router_rules::params_valid(p, tokens));
     if (p.kind == static_cast<int>(RouterKind::sigmoid_group_topk) && !bias)
-      throw RuleViolation(Message::rule("device_sizes") << "DeepSeek-V3's router needs e_score_correction_bias");
+      throw RuleViolation(Message::rule("router_bias_given") << "DeepSeek-V3's router needs e_score_correction_bias");
     if (tokens == 0) return;
     const RouterTiles tiles = RouterTiles::of(p);
     const bool vectors = RouterTiles::vector_rows(p.hidden, sizeof(T), x, gate);
