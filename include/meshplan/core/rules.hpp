@@ -136,6 +136,7 @@ inline constexpr RuleInfo rule_registry[] = {
   {"safetensors_malformed", Checked::run, "a header that is not valid (see [checkpoints.md](checkpoints.md))"},
   {"safetensors_tensor_missing", Checked::run, "a tensor (or per-expert tensors) not in the file"},
   {"safetensors_io", Checked::run, "a file that cannot be opened, mapped or written"},
+  {"safetensors_element_type", Checked::compile, "`SafetensorsWriter::add` given a tensor whose element type safetensors files here do not hold (float, bfloat16, int32, int64)"},
   {"tensor_dtype", Checked::run, "a parameter stored with an integer dtype"},
   {"checkpoint_files", Checked::run, "a checkpoint directory with neither model.safetensors nor model.safetensors.index.json, or a per-rank save with missing rank files"},
   {"checkpoint_index", Checked::run, "a model.safetensors.index.json that is not JSON, has no `weight_map`, or names something other than a file beside it"},

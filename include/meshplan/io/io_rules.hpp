@@ -18,5 +18,12 @@ inline Message tensor_missing(std::string_view source, std::string_view name) {
 inline Message io_error(std::string_view what, std::string_view path) {
   return Message::rule("safetensors_io") << "cannot " << what << " '" << path << "'";
 }
+/// A tensor written to safetensors has an element type the format stores; `type` is its spelling.
+constexpr Message element_type_stored(bool stored, std::string_view type) noexcept {
+  if (stored) return {};
+  return Message::rule("safetensors_element_type") << "a Tensor<" << type
+                                                   << "> cannot be written: safetensors files here hold float, "
+                                                      "bfloat16, int32 and int64";
+}
 
 }  // namespace meshplan::io_rules
