@@ -19,21 +19,24 @@
 
 namespace bench {
 
-/// Median milliseconds of `runs` calls of `f` on `stream`, after `warmup` calls.
-inline double median_ms(const std::function<void()>& f, cudaStream_t stream, int warmup, int runs) {
-  for (int i = 0; i < warmup; ++i) f();
+/// Median milliseconds of `runs` calls of `f` on `stream`, after `warmup` calls; each call
+/// is timed alone. `before(i)`, if given, runs before every call (warm-ups included),
+/// outside the timing: an L2 flush, say.
+inline double median_ms(const std::function<void()>& f, cudaStream_t stream, int warmup, int runs,
+                        const std::function<void(int)>& before = {}) {
   cudaEvent_t start, stop;
   MESHPLAN_CUDA_CHECK(cudaEventCreate(&start));
   MESHPLAN_CUDA_CHECK(cudaEventCreate(&stop));
   std::vector<double> ms;
-  for (int i = 0; i < runs; ++i) {
+  for (int i = 0; i < warmup + runs; ++i) {
+    if (before) before(i);
     MESHPLAN_CUDA_CHECK(cudaEventRecord(start, stream));
     f();
     MESHPLAN_CUDA_CHECK(cudaEventRecord(stop, stream));
     MESHPLAN_CUDA_CHECK(cudaEventSynchronize(stop));
     float t = 0;
     MESHPLAN_CUDA_CHECK(cudaEventElapsedTime(&t, start, stop));
-    ms.push_back(t);
+    if (i >= warmup) ms.push_back(t);
   }
   MESHPLAN_CUDA_CHECK(cudaEventDestroy(start));
   MESHPLAN_CUDA_CHECK(cudaEventDestroy(stop));

@@ -29,8 +29,8 @@
 #include <nlohmann/json.hpp>
 
 #include "bench_support.cuh"
-#include "meshplan/cpu/permute.hpp"
-#include "meshplan/moe/dispatch_plan.hpp"
+#include "meshplan/cpu/detail/permute.hpp"
+#include "meshplan/moe/detail/dispatch_plan.hpp"
 #include "meshplan/cuda/core/buffer.cuh"
 #include "meshplan/cuda/permute/device_permute.cuh"
 #include "meshplan/cuda/router/device_router.cuh"
@@ -53,40 +53,20 @@ class FlushedTimer {
     MESHPLAN_CUDA_CHECK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, device));
     l2_bytes_ = static_cast<std::size_t>(l2);
     scratch_.resize(std::max<std::size_t>(2 * l2_bytes_, 1));
-    MESHPLAN_CUDA_CHECK(cudaEventCreate(&start_));
-    MESHPLAN_CUDA_CHECK(cudaEventCreate(&stop_));
   }
-  ~FlushedTimer() {
-    cudaEventDestroy(start_);
-    cudaEventDestroy(stop_);
-  }
-  FlushedTimer(const FlushedTimer&) = delete;
-  FlushedTimer& operator=(const FlushedTimer&) = delete;
 
   std::size_t l2_bytes() const noexcept { return l2_bytes_; }
 
   /// The median milliseconds of 20 flushed runs after 3 flushed warm-ups.
   double median_ms(const std::function<void()>& f, cudaStream_t s) {
-    constexpr int warmup = 3, runs = 20;
-    std::vector<double> ms;
-    for (int i = 0; i < warmup + runs; ++i) {
+    return bench::median_ms(f, s, 3, 20, [&](int i) {
       MESHPLAN_CUDA_CHECK(cudaMemsetAsync(scratch_.data(), i & 0xff, scratch_.bytes(), s));
-      MESHPLAN_CUDA_CHECK(cudaEventRecord(start_, s));
-      f();
-      MESHPLAN_CUDA_CHECK(cudaEventRecord(stop_, s));
-      MESHPLAN_CUDA_CHECK(cudaEventSynchronize(stop_));
-      float t = 0;
-      MESHPLAN_CUDA_CHECK(cudaEventElapsedTime(&t, start_, stop_));
-      if (i >= warmup) ms.push_back(t);
-    }
-    std::sort(ms.begin(), ms.end());
-    return ms[ms.size() / 2];
+    });
   }
 
  private:
   std::size_t l2_bytes_ = 0;
   mp::cuda::DeviceBuffer<unsigned char> scratch_;
-  cudaEvent_t start_{}, stop_{};
 };
 
 /// What a record says about its timing: every run flushed, the L2's size, the case's
