@@ -1,4 +1,4 @@
-// The CPU GEMM kernels (cpu/gemm.hpp) next to this CPU's fp32 FMA peak, measured in the
+// The CPU GEMM kernels (cpu/detail/gemm.hpp) next to this CPU's fp32 FMA peak, measured in the
 // same run: a benchmark, never a test.
 //
 //   cpu_gemm_bench [--isa portable|avx2|avx512] [--threads 1,2] [--reps 7]
@@ -9,7 +9,7 @@
 //   - gemm_batch over 32 experts of 256 rows each (N 1024, K 1024, every expert its own
 //     weight), the rows read through a permutation of (token, slot) pairs as the MoE block
 //     reads them (1024 tokens, top-8);
-// next to the FMA peak of the same path and threads (cpu/fma_peak.hpp) and the fraction of
+// next to the FMA peak of the same path and threads (cpu/detail/fma_peak.hpp) and the fraction of
 // it. The best of --reps runs counts (a shared host only ever slows a run down); the peak is
 // measured before and after each path's cases and the higher one counts, so the fraction
 // errs low. The portable path is far slower (scalar, std::fma): it runs each case once.
@@ -24,10 +24,10 @@
 #include <string_view>
 #include <vector>
 
-#include "meshplan/cpu/fma_peak.hpp"
-#include "meshplan/cpu/gemm.hpp"
+#include "meshplan/cpu/detail/fma_peak.hpp"
+#include "meshplan/cpu/detail/gemm.hpp"
 #include "meshplan/cpu/isa.hpp"
-#include "meshplan/cpu/packed_matrix.hpp"
+#include "meshplan/cpu/detail/packed_matrix.hpp"
 #include "meshplan/cpu/thread_pool.hpp"
 
 namespace mp = meshplan;

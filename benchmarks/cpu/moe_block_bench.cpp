@@ -22,7 +22,7 @@
 #include <vector>
 
 #include "meshplan/comm/thread_comm.hpp"
-#include "meshplan/cpu/fma_peak.hpp"
+#include "meshplan/cpu/detail/fma_peak.hpp"
 #include "meshplan/cpu/isa.hpp"
 #include "meshplan/io/safetensors_file.hpp"
 #include "meshplan/moe/moe_block.hpp"

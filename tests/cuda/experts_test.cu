@@ -1,5 +1,5 @@
 // The fused expert kernels (FusedExperts: mma.sync, and wgmma where the device runs it)
-// against the CPU expert MLP (cpu/experts.hpp) and the cuBLAS per-expert loop
+// against the CPU expert MLP (cpu/detail/experts.hpp) and the cuBLAS per-expert loop
 // (CublasExperts), at the tiny shapes of the three families and at odd ones (H and I not
 // multiples of the tile, H not a multiple of 8: the element-load path), with uniform, skewed (one expert takes every
 // row) and idle-expert loads, 0 to 1000 rows. Tolerance against the CPU and cuBLAS: 2^-6 of the output's largest
@@ -23,12 +23,12 @@
 #include <vector>
 
 #include "cuda_support.hpp"
-#include "meshplan/cpu/experts.hpp"
-#include "meshplan/cpu/permute.hpp"
-#include "meshplan/cuda/core/device_types.cuh"
+#include "meshplan/cpu/detail/experts.hpp"
+#include "meshplan/cpu/detail/permute.hpp"
+#include "meshplan/cuda/core/detail/device_types.cuh"
 #include "meshplan/cuda/experts/cublas_experts.cuh"
 #include "meshplan/cuda/experts/fused_experts.cuh"
-#include "meshplan/cuda/experts/mma_layout.cuh"
+#include "meshplan/cuda/experts/detail/mma_layout.cuh"
 
 namespace mp = meshplan;
 using mp::index_t;

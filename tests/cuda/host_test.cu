@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <limits>
 
-#include "meshplan/cpu/router.hpp"
+#include "meshplan/cpu/detail/router.hpp"
 #include "meshplan/cuda/experts/cublas_experts.cuh"
 #include "meshplan/cuda/experts/fused_experts.cuh"
 #include "meshplan/cuda/permute/device_permute.cuh"

@@ -1,4 +1,4 @@
-// The fused kernels' fragment mapping (cuda/experts/mma_layout.cuh) against the PTX ISA's
+// The fused kernels' fragment mapping (cuda/experts/detail/mma_layout.cuh) against the PTX ISA's
 // own tables, on the host: ldmatrix is simulated from the addresses the kernels give it,
 // and every register element must land where mma.m16n8k16 (.row.col, bf16) expects it.
 //
@@ -15,7 +15,7 @@
 
 #include <array>
 
-#include "meshplan/cuda/experts/mma_layout.cuh"
+#include "meshplan/cuda/experts/detail/mma_layout.cuh"
 
 namespace ml = meshplan::cuda::mma_layout;
 

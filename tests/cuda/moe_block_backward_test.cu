@@ -38,7 +38,7 @@
 #include "../support/moe_cases.hpp"
 #include "cuda_support.hpp"
 #include "meshplan/cuda/comm/cuda_local_comm.cuh"
-#include "meshplan/cuda/moe/backward_kernels.cuh"
+#include "meshplan/cuda/moe/detail/backward_kernels.cuh"
 #include "meshplan/cuda/moe/cuda_backend.cuh"
 #include "meshplan/model/presets.hpp"
 #include "meshplan/moe/moe_block.hpp"

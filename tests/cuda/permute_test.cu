@@ -1,4 +1,4 @@
-// DevicePermute against the CPU permutation (cpu/permute.hpp, cpu/combine.hpp): the sorted
+// DevicePermute against the CPU permutation (cpu/detail/permute.hpp, cpu/detail/combine.hpp): the sorted
 // order, counts and offsets exactly; rows moved bit for bit (every access width, 16 bytes
 // down to 1, every rows-per-thread split, float, bfloat16, half, uniform and skewed
 // routings); the combine bit for bit (both sides sum in slot order with fused fp32
@@ -14,9 +14,9 @@
 #include <vector>
 
 #include "cuda_support.hpp"
-#include "meshplan/cpu/combine.hpp"
-#include "meshplan/cpu/permute.hpp"
-#include "meshplan/moe/dispatch_plan.hpp"
+#include "meshplan/cpu/detail/combine.hpp"
+#include "meshplan/cpu/detail/permute.hpp"
+#include "meshplan/moe/detail/dispatch_plan.hpp"
 #include "meshplan/cuda/permute/device_permute.cuh"
 
 namespace mp = meshplan;

@@ -1,4 +1,4 @@
-// DeviceRouter against the CPU router (cpu/router.hpp), as device_router.cuh promises it:
+// DeviceRouter against the CPU router (cpu/detail/router.hpp), as device_router.cuh promises it:
 // the logits bit for bit (both sum over the hidden dim in order with fused multiply-adds);
 // the chosen experts, in slot order, exactly on every token whose deciding margins (the
 // CPU's own) are above router_agreement's bounds, while tokens below them are counted and
@@ -18,7 +18,7 @@
 #include <vector>
 
 #include "cuda_support.hpp"
-#include "meshplan/cpu/router.hpp"
+#include "meshplan/cpu/detail/router.hpp"
 #include "meshplan/cuda/router/device_router.cuh"
 #include "meshplan/model/presets.hpp"
 

@@ -20,10 +20,10 @@
 #include <set>
 #include <utility>
 
-#include "meshplan/cuda/experts/mma_layout.cuh"
-#include "meshplan/cuda/experts/tiles.cuh"
-#include "meshplan/cuda/experts/wgmma_gemm.cuh"
-#include "meshplan/cuda/experts/wgmma_layout.cuh"
+#include "meshplan/cuda/experts/detail/mma_layout.cuh"
+#include "meshplan/cuda/experts/detail/tiles.cuh"
+#include "meshplan/cuda/experts/detail/wgmma_gemm.cuh"
+#include "meshplan/cuda/experts/detail/wgmma_layout.cuh"
 
 namespace wl = meshplan::cuda::wgmma_layout;
 

@@ -2,7 +2,8 @@
 #include <string_view>
 
 #include "meshplan/core/fixed_string.hpp"
-#include "meshplan/core/type_name.hpp"
+#define MESHPLAN_INTERNAL_HEADERS  // type_name is internal; this test checks it
+#include "meshplan/core/detail/type_name.hpp"
 
 namespace mp = meshplan;
 

@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "meshplan/comm/thread_comm.hpp"
-#include "meshplan/io/gather.hpp"
+#include "meshplan/io/detail/gather.hpp"
 #include "meshplan/io/model_checkpoint.hpp"
 #include "meshplan/io/safetensors_file.hpp"
 #include "meshplan/nn/causal_lm.hpp"

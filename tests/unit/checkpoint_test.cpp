@@ -8,8 +8,8 @@
 #include <vector>
 
 #include "meshplan/comm/thread_comm.hpp"
-#include "meshplan/placement/slice.hpp"
-#include "meshplan/io/gather.hpp"
+#include "meshplan/placement/detail/slice.hpp"
+#include "meshplan/io/detail/gather.hpp"
 #include "meshplan/io/safetensors_view.hpp"
 #include "meshplan/io/safetensors_writer.hpp"
 #include "meshplan/io/shard_read.hpp"

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "meshplan/comm/collective_checks.hpp"
+#include "meshplan/comm/detail/collective_checks.hpp"
 
 namespace mp = meshplan;
 using mp::CollectiveCall;

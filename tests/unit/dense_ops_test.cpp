@@ -1,5 +1,5 @@
-// The dense kernels of a transformer (cpu/rms_norm.hpp, cpu/rotary.hpp, cpu/attention.hpp,
-// cpu/cross_entropy.hpp) against straightforward double-precision references.
+// The dense kernels of a transformer (cpu/detail/rms_norm.hpp, cpu/detail/rotary.hpp, cpu/detail/attention.hpp,
+// cpu/detail/cross_entropy.hpp) against straightforward double-precision references.
 //
 // Tolerances: "within r of m" means |kernel - reference| <= r * m, where m is the sum of the
 // absolute values of the terms that make up the element (for a product, |the product|):
@@ -27,11 +27,11 @@
 #include <vector>
 
 #include "meshplan/comm/thread_comm.hpp"
-#include "meshplan/cpu/attention.hpp"
-#include "meshplan/cpu/cross_entropy.hpp"
+#include "meshplan/cpu/detail/attention.hpp"
+#include "meshplan/cpu/detail/cross_entropy.hpp"
 #include "meshplan/cpu/isa.hpp"
-#include "meshplan/cpu/rms_norm.hpp"
-#include "meshplan/cpu/rotary.hpp"
+#include "meshplan/cpu/detail/rms_norm.hpp"
+#include "meshplan/cpu/detail/rotary.hpp"
 #include "meshplan/cpu/thread_pool.hpp"
 
 namespace mp = meshplan;

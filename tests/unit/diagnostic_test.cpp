@@ -5,7 +5,7 @@
 #include <string>
 
 #include "meshplan/core/diagnostic.hpp"
-#include "meshplan/mesh/mesh_rules.hpp"
+#include "meshplan/mesh/detail/mesh_rules.hpp"
 
 namespace mp = meshplan;
 

@@ -26,10 +26,10 @@
 #include <type_traits>
 #include <vector>
 
-#include "meshplan/cpu/fast_math.hpp"
-#include "meshplan/cpu/gemm.hpp"
+#include "meshplan/cpu/detail/fast_math.hpp"
+#include "meshplan/cpu/detail/gemm.hpp"
 #include "meshplan/cpu/isa.hpp"
-#include "meshplan/cpu/packed_matrix.hpp"
+#include "meshplan/cpu/detail/packed_matrix.hpp"
 #include "meshplan/cpu/thread_pool.hpp"
 
 namespace mp = meshplan;

@@ -6,11 +6,11 @@
 #include <limits>
 #include <vector>
 
-#include "meshplan/cpu/permute.hpp"
-#include "meshplan/cpu/router.hpp"
-#include "meshplan/placement/slice.hpp"
+#include "meshplan/cpu/detail/permute.hpp"
+#include "meshplan/cpu/detail/router.hpp"
+#include "meshplan/placement/detail/slice.hpp"
 #include "meshplan/model/presets.hpp"
-#include "meshplan/moe/dispatch_plan.hpp"
+#include "meshplan/moe/detail/dispatch_plan.hpp"
 
 namespace mp = meshplan;
 using mp::index_t;

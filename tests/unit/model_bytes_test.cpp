@@ -5,7 +5,7 @@
 // rounding is allowed).
 //
 // Measured: the sum over the ranks divided by the world size, since an ordered sum (the
-// parameter gradients' chains, comm/ordered_sum.hpp) sends different amounts on different
+// parameter gradients' chains, comm/detail/ordered_sum.hpp) sends different amounts on different
 // ranks and the cost model's grad_sync is the average per rank. Predicted: every section's
 // forward and backward collectives times its count (dense layers, MoE layers), and
 // grad_sync. `CostInputs::tokens` is the tokens of one data member: the batch divided over
@@ -35,7 +35,7 @@
 
 #include "meshplan/comm/thread_comm.hpp"
 #include "meshplan/io/model_checkpoint.hpp"
-#include "meshplan/model/flow.hpp"
+#include "meshplan/model/detail/flow.hpp"
 #include "meshplan/model/inventory.hpp"
 #include "meshplan/nn/causal_lm.hpp"
 #include "meshplan/nn/random_source.hpp"
@@ -71,7 +71,7 @@ struct Label {
 
 // Every label a training step's collectives use.
 constexpr Label labels[] = {
-    // Embedding, final norm, output head and loss (nn/embedding.hpp, output_head.hpp).
+    // Embedding, final norm, output head and loss (nn/detail/embedding.hpp, output_head.hpp).
     {"embedding", Part::ends},
     {"embedding backward", Part::ends},
     {"embedding grad", Part::ends, Kind::gradient_sum},
@@ -82,7 +82,7 @@ constexpr Label labels[] = {
     {"lm_head grad", Part::ends, Kind::gradient_sum},
     {"loss parallel", Part::ends},
     {"loss", Part::ends},
-    // Attention (nn/attention.hpp, mla_attention.hpp): its scope, projections and norms.
+    // Attention (nn/detail/attention.hpp, mla_attention.hpp): its scope, projections and norms.
     {"attention gather", Part::attention},
     {"attention o_proj", Part::attention},
     {"attention exit", Part::attention},
@@ -92,9 +92,9 @@ constexpr Label labels[] = {
     {"mla q input grads", Part::attention},
     {"attention grad", Part::attention, Kind::gradient_sum},
     {"attention norm grad", Part::attention, Kind::gradient_sum},
-    // input_layernorm and post_attention_layernorm (nn/rms_norm.hpp).
+    // input_layernorm and post_attention_layernorm (nn/detail/rms_norm.hpp).
     {"layer norm grad", Part::layer_norms, Kind::gradient_sum},
-    // Dense MLPs (nn/dense_mlp.hpp).
+    // Dense MLPs (nn/detail/dense_mlp.hpp).
     {"dense mlp gather", Part::dense_mlp},
     {"dense mlp down", Part::dense_mlp},
     {"dense mlp exit", Part::dense_mlp},
@@ -161,7 +161,7 @@ Part part_of_param(std::string_view param, const mp::ModelSpec& model) {
 /// ThreadComm, and two things it notes on the way:
 ///  - the expert counts each rank exchanges before the dispatch ("counts", its rows per
 ///    expert): the routed rows and those whose expert lives on another member of the EP
-///    group (experts are contiguous blocks per member, moe/dispatch_plan.hpp);
+///    group (experts are contiguous blocks per member, moe/detail/dispatch_plan.hpp);
 ///  - every all-gather of index_t is relabelled "sizes": those are the counts announced
 ///    before an all_gather_v, control messages (see `labels`).
 class MeasuringComm : public mp::ThreadComm {
@@ -304,7 +304,7 @@ double ring_all_reduce(double bytes, index_t n) { return n > 1 ? bytes * 2 * dou
 const KnownExcess known_excess[] = {
     // Qwen3's q_norm / k_norm see a rank's heads only on a tp axis, and their tokens differ
     // over the data members: the plan needs one ordered chain over both (the cost model's
-    // grad_sync: what a ring all-reduce over dp x tp sends); nn/attention.hpp sums over the
+    // grad_sync: what a ring all-reduce over dp x tp sends); nn/detail/attention.hpp sums over the
     // data members first (ordered_sum), then all-reduces over tp: 2(d-1)/d + 2(t-1)/t of the
     // weights instead of 2(dt-1)/dt.
     {"q/k norm gradients summed over data members, then all-reduced over tp", Part::attention, &Bytes::gradients,
@@ -323,7 +323,7 @@ const KnownExcess known_excess[] = {
      }},
     // MLA without q_lora_rank under sequence parallelism: q_proj's input gradient is partial
     // over tp and its tokens were gathered on entry; the plan needs a reduce-scatter onto the
-    // rank's shard (the cost model's), nn/mla_attention.hpp all-reduces it whole and the
+    // rank's shard (the cost model's), nn/detail/mla_attention.hpp all-reduces it whole and the
     // scope keeps the shard: twice the bytes.
     {"MLA q_proj input gradient all-reduced, then split, under sequence parallelism", Part::attention,
      &Bytes::backward, [](const RunContext& r) {

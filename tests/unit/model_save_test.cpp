@@ -11,7 +11,7 @@
 #include <string>
 
 #include "meshplan/comm/thread_comm.hpp"
-#include "meshplan/io/layout_text.hpp"
+#include "meshplan/io/detail/layout_text.hpp"
 #include "meshplan/io/model_checkpoint.hpp"
 #include "meshplan/io/model_save.hpp"
 #include "meshplan/nn/causal_lm.hpp"

@@ -11,7 +11,7 @@
 // the backward). Each rank's input gradient rows and its parameter pieces are compared
 // with the reference's, sliced as the plan slices the weights:
 //   - bit for bit where the plan only moves data (ep, ep_tp, ep_sp, data-parallel axes):
-//     the weight gradients are ordered sums in token order (comm/ordered_sum.hpp);
+//     the weight gradients are ordered sums in token order (comm/detail/ordered_sum.hpp);
 //   - where a plan splits a sum over ranks (tp, tp_sp, etp: the intermediate dims over tp),
 //     the input gradient and the routing weights' gradients are sums of tp partials in
 //     another order. fp32: a reassociated sum of n <= 64 terms moves by about n * 6e-8 of

@@ -13,9 +13,9 @@
 #include <string>
 #include <vector>
 
-#include "meshplan/comm/host_mover.hpp"
-#include "meshplan/comm/p2p_engine.hpp"
-#include "meshplan/comm/rendezvous.hpp"
+#include "meshplan/comm/detail/host_mover.hpp"
+#include "meshplan/comm/detail/p2p_engine.hpp"
+#include "meshplan/comm/detail/rendezvous.hpp"
 #include "meshplan/comm/thread_comm.hpp"
 #include "meshplan/mesh/mesh_spec.hpp"
 

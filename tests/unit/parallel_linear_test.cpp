@@ -8,8 +8,8 @@
 #include <vector>
 
 #include "meshplan/comm/thread_comm.hpp"
-#include "meshplan/cpu/parallel_linear.hpp"
-#include "meshplan/placement/slice.hpp"
+#include "meshplan/cpu/detail/parallel_linear.hpp"
+#include "meshplan/placement/detail/slice.hpp"
 #include "meshplan/mesh/mesh_spec.hpp"
 
 namespace mp = meshplan;

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "meshplan/io/file_dtype.hpp"
-#include "meshplan/io/file_dtype_conversion.hpp"
+#include "meshplan/io/detail/file_dtype_conversion.hpp"
 #include "meshplan/io/safetensors_file.hpp"
 #include "meshplan/io/safetensors_view.hpp"
 #include "meshplan/io/safetensors_writer.hpp"

@@ -13,8 +13,8 @@
 #include <string_view>
 #include <vector>
 
-#include "meshplan/moe/block_plan.hpp"
-#include "meshplan/plan/style_semantics.hpp"
+#include "meshplan/moe/detail/block_plan.hpp"
+#include "meshplan/plan/detail/style_semantics.hpp"
 #include "meshplan/plan/style_table.hpp"
 
 namespace mp = meshplan;

@@ -22,7 +22,7 @@
 #include <vector>
 
 #include "meshplan/comm/agree.hpp"
-#include "meshplan/comm/ordered_sum.hpp"
+#include "meshplan/comm/detail/ordered_sum.hpp"
 #include "meshplan/comm/thread_comm.hpp"
 #include "meshplan/mesh/mesh_spec.hpp"
 

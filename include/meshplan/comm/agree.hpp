@@ -3,6 +3,8 @@
 // problem with its input, and all of them throw if one did. Without it a rank that stops
 // on bad input would leave the others waiting in the next collective (under MPI, forever).
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <cstdint>
 #include <span>
 
@@ -23,3 +25,5 @@ void agree(C& comm, const Message& problem, const Group& group) {
 }
 
 }  // namespace meshplan
+
+#include "meshplan/core/detail/public_end.hpp"

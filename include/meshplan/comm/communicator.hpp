@@ -18,6 +18,8 @@
 // Every collective takes an optional label; CommStats counts, per label, the calls and
 // the bytes this rank sent (what a ring, or a direct all-to-all exchange, sends).
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <concepts>
 #include <cstdint>
 #include <map>
@@ -118,3 +120,5 @@ concept Communicator = requires(C& c, const Group& g, std::span<float> out, std:
 };
 
 }  // namespace meshplan
+
+#include "meshplan/core/detail/public_end.hpp"

@@ -6,6 +6,8 @@
 //
 //   enforce(mp::comm_rules::simulated_ranks_fit(mesh.to_string(), ranks, bytes, mp::host_capacity()));
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <algorithm>
 #include <cstdint>
 #include <fstream>
@@ -93,3 +95,5 @@ inline Message simulated_ranks_fit(std::string_view mesh, index_t ranks, double 
 }  // namespace comm_rules
 
 }  // namespace meshplan
+
+#include "meshplan/core/detail/public_end.hpp"

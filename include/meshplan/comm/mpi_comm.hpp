@@ -16,6 +16,8 @@
 // MPI. MPI errors become
 // MpiError naming the rank, the collective and MPI's error string.
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <mpi.h>
 
 #include <climits>
@@ -29,10 +31,10 @@
 #include <string_view>
 #include <vector>
 
-#include "meshplan/comm/collective_checks.hpp"
-#include "meshplan/comm/collective_rules.hpp"
+#include "meshplan/comm/detail/collective_checks.hpp"
+#include "meshplan/comm/detail/collective_rules.hpp"
 #include "meshplan/comm/communicator.hpp"
-#include "meshplan/comm/ordered_reduce.hpp"
+#include "meshplan/comm/detail/ordered_reduce.hpp"
 #include "meshplan/core/diagnostic.hpp"
 #include "meshplan/core/size.hpp"
 #include "meshplan/mesh/group.hpp"
@@ -263,3 +265,5 @@ class MpiComm {
 };
 
 }  // namespace meshplan
+
+#include "meshplan/core/detail/public_end.hpp"

@@ -13,9 +13,11 @@
 // waits again before anyone may reuse them (rendezvous.hpp: a failing rank releases the
 // others).
 
-#include "meshplan/comm/host_mover.hpp"
-#include "meshplan/comm/p2p_engine.hpp"
-#include "meshplan/comm/rendezvous.hpp"
+#include "meshplan/core/detail/public_begin.hpp"
+
+#include "meshplan/comm/detail/host_mover.hpp"
+#include "meshplan/comm/detail/p2p_engine.hpp"
+#include "meshplan/comm/detail/rendezvous.hpp"
 #include "meshplan/core/size.hpp"
 
 namespace meshplan {
@@ -45,3 +47,5 @@ void ThreadWorld::run(F&& fn) {
 }
 
 }  // namespace meshplan
+
+#include "meshplan/core/detail/public_end.hpp"

@@ -2,6 +2,8 @@
 // bfloat16 storage: the top 16 bits of an IEEE float, rounded to nearest even. Arithmetic
 // happens in float; only storage is 16 bits.
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <bit>
 #include <cstdint>
 #include <type_traits>
@@ -49,3 +51,5 @@ constexpr T from_float(float f) noexcept {
 }
 
 }  // namespace meshplan
+
+#include "meshplan/core/detail/public_end.hpp"

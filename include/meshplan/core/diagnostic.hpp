@@ -11,6 +11,8 @@
 // C++20 static_assert cannot print a computed string, so the text travels as a template
 // argument; g++ prints it as `meshplan::Message{"meshplan [rule_id]: ..."}`.
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <concepts>
 #include <cstddef>
 #include <initializer_list>
@@ -130,3 +132,5 @@ struct rule_check {
 };
 
 }  // namespace meshplan
+
+#include "meshplan/core/detail/public_end.hpp"

@@ -1,6 +1,8 @@
 #pragma once
 // Element types of stored tensors. Arithmetic is always fp32; these are storage types.
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <cstddef>
 #include <string_view>
 
@@ -31,3 +33,5 @@ inline DType parse_dtype(std::string_view s) {
 }
 
 }  // namespace meshplan
+
+#include "meshplan/core/detail/public_end.hpp"

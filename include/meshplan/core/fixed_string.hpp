@@ -5,6 +5,8 @@
 // rejects string-literal operator templates. They live in host-side types only: plans are
 // lowered to integers and tag types before anything reaches device code.
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <cstddef>
 #include <string_view>
 
@@ -48,3 +50,5 @@ constexpr fixed_string<N + M - 1> operator+(const fixed_string<N>& a, const char
 }
 
 }  // namespace meshplan
+
+#include "meshplan/core/detail/public_end.hpp"

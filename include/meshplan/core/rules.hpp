@@ -8,6 +8,8 @@
 // the same summaries, and tests/fail holds a compile-fail test for every rule checked at
 // compile time; tests/unit/rules_registry_test.cpp keeps the three in agreement.
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <algorithm>
 #include <cstddef>
 #include <string_view>
@@ -189,3 +191,5 @@ constexpr bool registry_ids_unique() noexcept {
 static_assert(detail::registry_ids_unique(), "meshplan: rule_registry registers each id once");
 
 }  // namespace meshplan
+
+#include "meshplan/core/detail/public_end.hpp"

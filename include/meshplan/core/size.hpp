@@ -6,6 +6,8 @@
 // fully static mesh or layout costs no bytes and its derived sizes can be checked by
 // static_assert; as soon as one operand is dynamic the result is a plain index_t.
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <concepts>
 #include <cstdint>
 #include <type_traits>
@@ -121,3 +123,5 @@ constexpr auto make_size(index_t runtime) noexcept {
 }
 
 }  // namespace meshplan
+
+#include "meshplan/core/detail/public_end.hpp"

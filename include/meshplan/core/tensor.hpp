@@ -2,6 +2,8 @@
 // Tensor<T>: a row-major host tensor that owns its elements. The CPU reference works on
 // these; T is a storage type (float or bfloat16) or float for fp32 intermediates.
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <algorithm>
 #include <cstddef>
 #include <initializer_list>
@@ -128,3 +130,5 @@ Tensor<T> column_block(const Tensor<T>& m, index_t first, index_t count) {
 }
 
 }  // namespace meshplan
+
+#include "meshplan/core/detail/public_end.hpp"

@@ -1,5 +1,5 @@
 #pragma once
-// Which instruction set the CPU kernels (cpu/gemm.hpp, cpu/fast_math.hpp) use.
+// Which instruction set the CPU kernels (cpu/detail/gemm.hpp, cpu/detail/fast_math.hpp) use.
 //
 // Every path gives the same bits: they differ only in how many output columns advance
 // together, never in the order of the operations on one output. The choice is made at run
@@ -7,6 +7,8 @@
 // CPU has it. MESHPLAN_CPU_ISA=portable|avx2|avx512 forces a path (to compare them, or to
 // measure one); forcing a path this CPU cannot run is an error rather than a silent
 // fallback, so that a measurement never reports a path it did not take.
+
+#include "meshplan/core/detail/public_begin.hpp"
 
 #include <cstdlib>
 #include <string_view>
@@ -94,3 +96,5 @@ inline Isa active_isa() {
 }
 
 }  // namespace meshplan::cpu
+
+#include "meshplan/core/detail/public_end.hpp"

@@ -1,10 +1,12 @@
 #pragma once
 // CpuBackend<T>: the MoE pipeline's primitives on the CPU (moe/moe_backend.hpp says what a
 // backend supplies). Host tensors; the products (router, experts, shared experts) run on
-// the packed, cache-blocked kernels of cpu/gemm.hpp on the rank's ThreadPool, the
-// activation on cpu/fast_math.hpp, the combine on cpu/combine.hpp; every output keeps the
+// the packed, cache-blocked kernels of cpu/detail/gemm.hpp on the rank's ThreadPool, the
+// activation on cpu/detail/fast_math.hpp, the combine on cpu/detail/combine.hpp; every output keeps the
 // reference's summation order, so the results are those of moe/reference.hpp bit for bit
 // whatever the rows, the threads or the instruction set.
+
+#include "meshplan/core/detail/public_begin.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -18,17 +20,17 @@
 
 #include "meshplan/core/bfloat16.hpp"
 #include "meshplan/core/diagnostic.hpp"
-#include "meshplan/core/row_block.hpp"
+#include "meshplan/core/detail/row_block.hpp"
 #include "meshplan/core/tensor.hpp"
 #include "meshplan/comm/thread_comm.hpp"
-#include "meshplan/cpu/backward.hpp"
-#include "meshplan/cpu/combine.hpp"
-#include "meshplan/cpu/fast_math.hpp"
-#include "meshplan/cpu/gemm.hpp"
+#include "meshplan/cpu/detail/backward.hpp"
+#include "meshplan/cpu/detail/combine.hpp"
+#include "meshplan/cpu/detail/fast_math.hpp"
+#include "meshplan/cpu/detail/gemm.hpp"
 #include "meshplan/cpu/isa.hpp"
-#include "meshplan/cpu/packed_matrix.hpp"
-#include "meshplan/cpu/permute.hpp"
-#include "meshplan/cpu/router.hpp"
+#include "meshplan/cpu/detail/packed_matrix.hpp"
+#include "meshplan/cpu/detail/permute.hpp"
+#include "meshplan/cpu/detail/router.hpp"
 #include "meshplan/model/model_spec.hpp"
 #include "meshplan/model/routing.hpp"
 #include "meshplan/moe/moe_weights.hpp"
@@ -57,7 +59,7 @@ class CpuBackend {
   template <class U>
   using tensor = Tensor<U>;
 
-  /// A rank's weights as loaded, and packed for the kernels (cpu/packed_matrix.hpp: fp32
+  /// A rank's weights as loaded, and packed for the kernels (cpu/detail/packed_matrix.hpp: fp32
   /// panels, so bf16 weights take three times their size here in all).
   struct Weights {
     MoEWeights<T> w;
@@ -451,3 +453,5 @@ class CpuBackend {
 };
 
 }  // namespace meshplan
+
+#include "meshplan/core/detail/public_end.hpp"

@@ -13,6 +13,8 @@
 // inside an item of the same pool runs inline (the pool's threads are all busy with the
 // outer job), and calls from different threads take turns.
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
@@ -174,3 +176,5 @@ inline int default_threads(index_t simulated_ranks) noexcept {
 }
 
 }  // namespace meshplan::cpu
+
+#include "meshplan/core/detail/public_end.hpp"

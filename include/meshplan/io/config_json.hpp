@@ -9,6 +9,8 @@
 // dense layers interleaved (decoder_sparse_step != 1 or a non-empty mlp_only_layers) are
 // refused: meshplan models dense layers only as DeepSeek-V3's leading ones.
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -17,7 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "meshplan/core/diagnostic.hpp"
-#include "meshplan/model/model_rules.hpp"
+#include "meshplan/model/detail/model_rules.hpp"
 #include "meshplan/model/model_spec.hpp"
 
 namespace meshplan {
@@ -167,3 +169,5 @@ inline ModelSpec model_from_config_file(const std::string& path) {
 }
 
 }  // namespace meshplan
+
+#include "meshplan/core/detail/public_end.hpp"

@@ -2,6 +2,8 @@
 // The element types a safetensors file may hold that meshplan reads, by the names the
 // format gives them: F32, BF16, F16 (read as floats), I32, I64 (read as integers).
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <cstddef>
 #include <optional>
 #include <string_view>
@@ -41,3 +43,5 @@ constexpr std::optional<FileDType> file_dtype_named(std::string_view name) noexc
 }
 
 }  // namespace meshplan
+
+#include "meshplan/core/detail/public_end.hpp"

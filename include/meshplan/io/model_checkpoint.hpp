@@ -10,6 +10,8 @@
 // A missing file, tensor, a wrong shape or a config the checkpoint does not match is a
 // RuleViolation naming the file and the tensor.
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -18,7 +20,7 @@
 #include "meshplan/core/diagnostic.hpp"
 #include "meshplan/io/config_json.hpp"
 #include "meshplan/io/moe_checkpoint.hpp"
-#include "meshplan/io/safetensors_set.hpp"
+#include "meshplan/io/detail/safetensors_set.hpp"
 #include "meshplan/io/shard_read.hpp"
 #include "meshplan/nn/causal_lm.hpp"
 
@@ -73,3 +75,5 @@ class ModelCheckpoint {
 };
 
 }  // namespace meshplan
+
+#include "meshplan/core/detail/public_end.hpp"

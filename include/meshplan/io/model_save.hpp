@@ -12,6 +12,8 @@
 //
 // Both are collective over all ranks (every rank calls them).
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -21,9 +23,9 @@
 #include "meshplan/comm/agree.hpp"
 #include "meshplan/core/diagnostic.hpp"
 #include "meshplan/io/config_json.hpp"
-#include "meshplan/io/gather.hpp"
-#include "meshplan/io/layout_text.hpp"
-#include "meshplan/io/io_rules.hpp"
+#include "meshplan/io/detail/gather.hpp"
+#include "meshplan/io/detail/layout_text.hpp"
+#include "meshplan/io/detail/io_rules.hpp"
 #include "meshplan/io/safetensors_file.hpp"
 #include "meshplan/io/safetensors_writer.hpp"
 #include "meshplan/io/shard_read.hpp"
@@ -186,3 +188,5 @@ class ShardedCheckpoint {
 };
 
 }  // namespace meshplan
+
+#include "meshplan/core/detail/public_end.hpp"

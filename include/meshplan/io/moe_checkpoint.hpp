@@ -4,6 +4,8 @@
 // transformers 5 under a prefix ("" for a block file, "model.layers.3.mlp." in a model
 // checkpoint); fused experts may also be stored one tensor per expert (see shard_read.hpp).
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <string>
 #include <string_view>
 #include <vector>
@@ -55,3 +57,5 @@ MoEWeights<T> read_moe_weights(const SafetensorsView& file, const ModelSpec& m, 
 }
 
 }  // namespace meshplan
+
+#include "meshplan/core/detail/public_end.hpp"

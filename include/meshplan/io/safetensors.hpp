@@ -5,8 +5,8 @@
 //
 //   io/safetensors_header.hpp     the format, its header parsed and checked (TensorInfo)
 //   io/file_dtype.hpp             the dtypes meshplan reads (F32, BF16, F16, I32, I64)
-//   io/file_dtype_conversion.hpp  raw elements converted to float, bfloat16 or integers
-//   io/mapped_file.hpp            a file mapped read-only
+//   io/detail/file_dtype_conversion.hpp  raw elements converted to float, bfloat16 or integers
+//   io/detail/mapped_file.hpp            a file mapped read-only
 //   io/safetensors_view.hpp       SafetensorsView: tensors of bytes held elsewhere
 //   io/safetensors_file.hpp       SafetensorsFile: a mapped file's tensors
 //   io/safetensors_writer.hpp     SafetensorsWriter: one file written whole
@@ -20,6 +20,10 @@
 // Kept because this is the header users have included since safetensors support began
 // (docs/checkpoints.md names it): it still declares what it always did.
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include "meshplan/io/safetensors_file.hpp"
 #include "meshplan/io/safetensors_view.hpp"
 #include "meshplan/io/safetensors_writer.hpp"
+
+#include "meshplan/core/detail/public_end.hpp"

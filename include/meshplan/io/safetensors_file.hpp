@@ -7,6 +7,8 @@
 //   mp::Tensor<float> w = f.read<float>("gate.weight");    // converted from F32/BF16/F16
 //   mp::read_piece<float>(f.view(), name, layout, rank)    // shard-on-read (io/shard_read.hpp)
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <map>
 #include <memory>
 #include <string>
@@ -14,7 +16,7 @@
 #include <vector>
 
 #include "meshplan/core/tensor.hpp"
-#include "meshplan/io/mapped_file.hpp"
+#include "meshplan/io/detail/mapped_file.hpp"
 #include "meshplan/io/safetensors_header.hpp"
 #include "meshplan/io/safetensors_view.hpp"
 
@@ -42,3 +44,5 @@ class SafetensorsFile {
 };
 
 }  // namespace meshplan
+
+#include "meshplan/core/detail/public_end.hpp"

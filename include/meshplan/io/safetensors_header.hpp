@@ -11,6 +11,8 @@
 // tensors overlapping. A malformed file is refused with RuleViolation
 // (io_rules::malformed), so that nothing is ever read outside the file.
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -28,7 +30,7 @@
 #include "meshplan/core/diagnostic.hpp"
 #include "meshplan/core/size.hpp"
 #include "meshplan/io/file_dtype.hpp"
-#include "meshplan/io/io_rules.hpp"
+#include "meshplan/io/detail/io_rules.hpp"
 
 namespace meshplan {
 
@@ -155,3 +157,5 @@ inline SafetensorsHeader parse_safetensors_header(std::span<const std::byte> byt
 }
 
 }  // namespace meshplan
+
+#include "meshplan/core/detail/public_end.hpp"

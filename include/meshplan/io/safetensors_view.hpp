@@ -9,6 +9,8 @@
 //
 // The bytes must outlive the view.
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <cstddef>
 #include <map>
 #include <span>
@@ -19,8 +21,8 @@
 
 #include "meshplan/core/diagnostic.hpp"
 #include "meshplan/core/tensor.hpp"
-#include "meshplan/io/file_dtype_conversion.hpp"
-#include "meshplan/io/io_rules.hpp"
+#include "meshplan/io/detail/file_dtype_conversion.hpp"
+#include "meshplan/io/detail/io_rules.hpp"
 #include "meshplan/io/safetensors_header.hpp"
 
 namespace meshplan {
@@ -72,3 +74,5 @@ class SafetensorsView {
 };
 
 }  // namespace meshplan
+
+#include "meshplan/core/detail/public_end.hpp"

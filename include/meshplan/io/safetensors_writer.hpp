@@ -8,6 +8,8 @@
 //   out.metadata("made_by", "me");
 //   out.write("out.safetensors");                          // or out.bytes()
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -24,9 +26,9 @@
 #include "meshplan/core/diagnostic.hpp"
 #include "meshplan/core/size.hpp"
 #include "meshplan/core/tensor.hpp"
-#include "meshplan/core/type_name.hpp"
+#include "meshplan/core/detail/type_name.hpp"
 #include "meshplan/io/file_dtype.hpp"
-#include "meshplan/io/io_rules.hpp"
+#include "meshplan/io/detail/io_rules.hpp"
 
 namespace meshplan {
 
@@ -93,3 +95,5 @@ class SafetensorsWriter {
 };
 
 }  // namespace meshplan
+
+#include "meshplan/core/detail/public_end.hpp"

@@ -11,6 +11,8 @@
 // only the experts and rows the piece needs. StridedShard pieces of the packed gate_up
 // (rank r holding [gate_r | up_r]) come out of either form the same way.
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <cstddef>
 #include <string>
 #include <string_view>
@@ -21,8 +23,8 @@
 #include "meshplan/core/size.hpp"
 #include "meshplan/core/tensor.hpp"
 #include "meshplan/io/file_dtype.hpp"
-#include "meshplan/io/file_dtype_conversion.hpp"
-#include "meshplan/io/io_rules.hpp"
+#include "meshplan/io/detail/file_dtype_conversion.hpp"
+#include "meshplan/io/detail/io_rules.hpp"
 #include "meshplan/io/safetensors_header.hpp"
 #include "meshplan/placement/layout_spec.hpp"
 
@@ -210,3 +212,5 @@ void place_piece(const LayoutSpec& layout, index_t rank, const Tensor<T>& piece,
 }
 
 }  // namespace meshplan
+
+#include "meshplan/core/detail/public_end.hpp"

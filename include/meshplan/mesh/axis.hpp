@@ -2,12 +2,14 @@
 // A named mesh axis: `Axis<"ep", 8>` (size fixed when compiling) or `Axis<"dp">` (size
 // given when the DeviceMesh is constructed).
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <string_view>
 
 #include "meshplan/core/diagnostic.hpp"
 #include "meshplan/core/fixed_string.hpp"
 #include "meshplan/core/size.hpp"
-#include "meshplan/mesh/mesh_rules.hpp"
+#include "meshplan/mesh/detail/mesh_rules.hpp"
 
 namespace meshplan {
 
@@ -44,3 +46,5 @@ template <fixed_string Name, index_t Size = dynamic>
 inline constexpr bool valid_axis_v = detail::check_axis(Name.view(), Size).ok();
 
 }  // namespace meshplan
+
+#include "meshplan/core/detail/public_end.hpp"

@@ -11,6 +11,8 @@
 //
 // Only the run-time sizes are stored: a fully static mesh is an empty object.
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <array>
 #include <cstddef>
 #include <initializer_list>
@@ -19,14 +21,14 @@
 #include <vector>
 
 #include "meshplan/core/diagnostic.hpp"
-#include "meshplan/core/dynamic_values.hpp"
+#include "meshplan/core/detail/dynamic_values.hpp"
 #include "meshplan/core/fixed_string.hpp"
 #include "meshplan/core/size.hpp"
-#include "meshplan/core/type_name.hpp"
+#include "meshplan/core/detail/type_name.hpp"
 #include "meshplan/mesh/axis.hpp"
 #include "meshplan/mesh/group.hpp"
-#include "meshplan/mesh/indexing.hpp"
-#include "meshplan/mesh/mesh_rules.hpp"
+#include "meshplan/mesh/detail/indexing.hpp"
+#include "meshplan/mesh/detail/mesh_rules.hpp"
 
 namespace meshplan {
 
@@ -204,3 +206,5 @@ template <class... Axes>
 inline constexpr bool is_device_mesh_v<DeviceMesh<Axes...>> = true;
 
 }  // namespace meshplan
+
+#include "meshplan/core/detail/public_end.hpp"

@@ -2,6 +2,8 @@
 // A communication group: the ranks that share all mesh coordinates except those along
 // the group's axes.
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <cstddef>
 #include <vector>
 
@@ -22,3 +24,5 @@ struct Group {
 };
 
 }  // namespace meshplan
+
+#include "meshplan/core/detail/public_end.hpp"

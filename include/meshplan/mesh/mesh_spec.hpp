@@ -3,6 +3,8 @@
 // "--mesh dp=2,ep=4". It follows the same rules and indexing as DeviceMesh; a DeviceMesh
 // converts to it.
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <cstddef>
 #include <initializer_list>
 #include <span>
@@ -15,8 +17,8 @@
 #include "meshplan/core/size.hpp"
 #include "meshplan/mesh/device_mesh.hpp"
 #include "meshplan/mesh/group.hpp"
-#include "meshplan/mesh/indexing.hpp"
-#include "meshplan/mesh/mesh_rules.hpp"
+#include "meshplan/mesh/detail/indexing.hpp"
+#include "meshplan/mesh/detail/mesh_rules.hpp"
 
 namespace meshplan {
 
@@ -139,3 +141,5 @@ class MeshSpec {
 };
 
 }  // namespace meshplan
+
+#include "meshplan/core/detail/public_end.hpp"

@@ -8,6 +8,8 @@
 // Fused experts follow transformers 5: gate_up_proj [E, 2I, H] (gate rows first, then up)
 // and down_proj [E, H, I].
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <array>
 #include <cstddef>
 #include <string_view>
@@ -180,3 +182,5 @@ constexpr std::vector<ParamInfo> inventory(const ModelSpec& m) {
 }
 
 }  // namespace meshplan
+
+#include "meshplan/core/detail/public_end.hpp"

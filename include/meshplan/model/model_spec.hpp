@@ -6,6 +6,8 @@
 // run time gives the same struct (io/config_json.hpp), and both are checked by the same
 // rules (model_rules.hpp).
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <string_view>
 
 #include "meshplan/core/size.hpp"
@@ -100,3 +102,5 @@ concept ModelType = requires {
 };
 
 }  // namespace meshplan
+
+#include "meshplan/core/detail/public_end.hpp"

@@ -9,12 +9,14 @@
 // deepseek-ai/DeepSeek-V3). Mixtral's experts are its intermediate_size wide; meshplan
 // keeps expert width in moe_intermediate_size for every family.
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <array>
 #include <optional>
 #include <string_view>
 
 #include "meshplan/core/diagnostic.hpp"
-#include "meshplan/model/model_rules.hpp"
+#include "meshplan/model/detail/model_rules.hpp"
 #include "meshplan/model/model_spec.hpp"
 
 namespace meshplan::models {
@@ -130,3 +132,5 @@ inline ModelSpec preset(std::string_view name) {
 }
 
 }  // namespace meshplan::models
+
+#include "meshplan/core/detail/public_end.hpp"

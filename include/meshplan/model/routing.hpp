@@ -3,6 +3,8 @@
 // router produces it and the combine reads it; and the rules a routing's inputs and
 // outputs must follow, one message each for every backend.
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -43,3 +45,5 @@ inline Message expert_id_valid(index_t pair, std::int32_t expert, index_t expert
 }  // namespace routing_rules
 
 }  // namespace meshplan
+
+#include "meshplan/core/detail/public_end.hpp"

@@ -13,6 +13,8 @@
 // do not, and the tokens no rank routed, instead of keeping whichever rank wrote last. The
 // runner (meshplan-moe) and the table-driven tests use this one function.
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <algorithm>
 #include <chrono>
 #include <cstddef>
@@ -124,3 +126,5 @@ MoEBatchResult<T> run_moe_batch(World& world, const LayoutSpec& tokens, const Te
 }
 
 }  // namespace meshplan
+
+#include "meshplan/core/detail/public_end.hpp"

@@ -20,7 +20,7 @@
 //                                                     CUDA's one device-to-host copy is here
 //   rows_by_expert(x, routed) -> tensor<T>            x's rows in sorted pair order (to send)
 //   slice_rows(t, offset, count) -> tensor<U>         rows [offset, +count)
-//   regroup(t, blocks, inverse) -> tensor<U>          copies row blocks (moe/dispatch_plan.hpp)
+//   regroup(t, blocks, inverse) -> tensor<U>          copies row blocks (moe/detail/dispatch_plan.hpp)
 //   expert_mlp<Row>(rows, through, offsets, w)        the grouped SwiGLU MLP over local experts;
 //                                                     rows grouped by `offsets`, or read through
 //                                                     `through`'s sorted pairs; Row = T, or float
@@ -57,10 +57,12 @@
 //   unpermute_add(rows, routed, hidden) -> dx         each token's slots' rows summed in slot order
 // The weight-gradient primitives continue each output's chain of fused multiply-adds over
 // the rows in order from the value it holds, so the ordered sums over ranks
-// (comm/ordered_sum.hpp) give the single-rank bits.
+// (comm/detail/ordered_sum.hpp) give the single-rank bits.
 //
 // Every primitive keeps each output's summation order fixed (the reference's), so a row's
 // results do not depend on which rank computes it or with which other rows.
+
+#include "meshplan/core/detail/public_begin.hpp"
 
 #include <concepts>
 #include <cstdint>
@@ -89,3 +91,5 @@ concept MoEBackend = requires(B& b, const typename B::Routed& routed) {
 };
 
 }  // namespace meshplan
+
+#include "meshplan/core/detail/public_end.hpp"

@@ -34,6 +34,8 @@
 // wrong shape, non-finite router logits, sequence shards of unequal sizes. The checks
 // agree over all ranks, so a refusal is an exception everywhere, never a hang.
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
@@ -47,25 +49,25 @@
 
 #include "meshplan/comm/agree.hpp"
 #include "meshplan/comm/communicator.hpp"
-#include "meshplan/comm/ordered_sum.hpp"
+#include "meshplan/comm/detail/ordered_sum.hpp"
 #include "meshplan/core/bfloat16.hpp"
 #include "meshplan/core/diagnostic.hpp"
 #include "meshplan/core/tensor.hpp"
-#include "meshplan/core/type_name.hpp"
+#include "meshplan/core/detail/type_name.hpp"
 #include "meshplan/mesh/device_mesh.hpp"
-#include "meshplan/mesh/mesh_rules.hpp"
+#include "meshplan/mesh/detail/mesh_rules.hpp"
 #include "meshplan/mesh/mesh_spec.hpp"
-#include "meshplan/model/model_rules.hpp"
+#include "meshplan/model/detail/model_rules.hpp"
 #include "meshplan/model/model_spec.hpp"
 #include "meshplan/model/routing.hpp"
-#include "meshplan/moe/block_plan.hpp"
-#include "meshplan/moe/dispatch_plan.hpp"
+#include "meshplan/moe/detail/block_plan.hpp"
+#include "meshplan/moe/detail/dispatch_plan.hpp"
 #include "meshplan/moe/moe_backend.hpp"
 #include "meshplan/moe/moe_weights.hpp"
-#include "meshplan/moe/rank_weights.hpp"
+#include "meshplan/moe/detail/rank_weights.hpp"
 #include "meshplan/moe/moe_gradients.hpp"
 #include "meshplan/placement/sharding.hpp"
-#include "meshplan/plan/gradient_reduction.hpp"
+#include "meshplan/plan/detail/gradient_reduction.hpp"
 #include "meshplan/plan/validate.hpp"
 
 namespace meshplan {
@@ -398,7 +400,7 @@ class MoEBlock {
   /// rows this rank holds at the block's output, [rows, hidden], fp32): the input gradient
   /// of the rows the rank held at the forward's input, and the gradients of the rank's own
   /// parameter pieces, already summed over every rank that holds the same piece (the axes
-  /// plan/gradient_reduction.hpp reads from the plan), in token order: the bits are those
+  /// plan/detail/gradient_reduction.hpp reads from the plan), in token order: the bits are those
   /// of a single rank wherever the plan only moves data. `state` is used up.
   template <Communicator C>
   Gradients backward(C& comm, State& state, const tensor<float>& dy)
@@ -902,3 +904,5 @@ class MoEBlock {
 }  // namespace meshplan
 
 #include "meshplan/cpu/moe_backend.hpp"
+
+#include "meshplan/core/detail/public_end.hpp"

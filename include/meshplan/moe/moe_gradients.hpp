@@ -8,6 +8,8 @@
 // backward returns them in device memory (cuda::DeviceMoEGradients, brought to the host by
 // cuda::to_host).
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <cstddef>
 #include <string>
 #include <utility>
@@ -86,3 +88,5 @@ void sgd_update(MoEWeights<T>& w, const MoEGradients& g, float lr) {
 }
 
 }  // namespace meshplan
+
+#include "meshplan/core/detail/public_end.hpp"

@@ -11,6 +11,8 @@
 //
 // Full weights hold the whole block; a rank's weights hold its pieces (see MoEBlock).
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <cmath>
 #include <cstdint>
 #include <random>
@@ -82,3 +84,5 @@ MoEWeights<T> random_moe_weights(const ModelSpec& m, std::uint64_t seed) {
 }
 
 }  // namespace meshplan
+
+#include "meshplan/core/detail/public_end.hpp"

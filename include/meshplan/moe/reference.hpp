@@ -8,13 +8,15 @@
 // stored in T; the routed sum is stored in T; the shared experts' output is stored in T;
 // the block's output is their sum, stored in T.
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <cmath>
 #include <span>
 #include <vector>
 
 #include "meshplan/core/bfloat16.hpp"
-#include "meshplan/cpu/experts.hpp"
-#include "meshplan/cpu/router.hpp"
+#include "meshplan/cpu/detail/experts.hpp"
+#include "meshplan/cpu/detail/router.hpp"
 #include "meshplan/core/tensor.hpp"
 #include "meshplan/model/model_spec.hpp"
 #include "meshplan/moe/moe_weights.hpp"
@@ -57,3 +59,5 @@ Tensor<T> reference_moe_forward(const ModelSpec& model, const MoEWeights<T>& w, 
 }
 
 }  // namespace meshplan
+
+#include "meshplan/core/detail/public_end.hpp"

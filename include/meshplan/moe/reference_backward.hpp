@@ -26,6 +26,8 @@
 // order (for an expert: its rows in sorted pair order), each as one chain of fused
 // multiply-adds from 0.
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <cmath>
 #include <algorithm>
 #include <cstddef>
@@ -36,10 +38,10 @@
 #include "meshplan/core/bfloat16.hpp"
 #include "meshplan/core/diagnostic.hpp"
 #include "meshplan/core/tensor.hpp"
-#include "meshplan/cpu/backward.hpp"
-#include "meshplan/cpu/experts.hpp"
-#include "meshplan/cpu/linear.hpp"
-#include "meshplan/cpu/router.hpp"
+#include "meshplan/cpu/detail/backward.hpp"
+#include "meshplan/cpu/detail/experts.hpp"
+#include "meshplan/cpu/detail/linear.hpp"
+#include "meshplan/cpu/detail/router.hpp"
 #include "meshplan/model/model_spec.hpp"
 #include "meshplan/moe/moe_gradients.hpp"
 #include "meshplan/moe/moe_weights.hpp"
@@ -155,3 +157,5 @@ MoEGradients reference_moe_backward(const ModelSpec& model, const MoEWeights<T>&
 }
 
 }  // namespace meshplan
+
+#include "meshplan/core/detail/public_end.hpp"

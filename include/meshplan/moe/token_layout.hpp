@@ -5,13 +5,15 @@
 // the others. As a Layout of the token dim, so tests and tools can hand every rank its
 // share of a batch with DTensor's torch.chunk rules, and each rank's rows of a batch.
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <string_view>
 #include <utility>
 #include <vector>
 
 #include "meshplan/core/tensor.hpp"
 #include "meshplan/mesh/mesh_spec.hpp"
-#include "meshplan/model/flow.hpp"
+#include "meshplan/model/detail/flow.hpp"
 #include "meshplan/model/inventory.hpp"
 #include "meshplan/model/model_spec.hpp"
 #include "meshplan/placement/layout_spec.hpp"
@@ -53,3 +55,5 @@ Tensor<U> held_rows(const LayoutSpec& tokens, const Tensor<U>& x, index_t rank) 
 }
 
 }  // namespace meshplan
+
+#include "meshplan/core/detail/public_end.hpp"

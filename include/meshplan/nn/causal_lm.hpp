@@ -1,7 +1,7 @@
 #pragma once
 // CausalLM: a whole decoder-only model on one rank of a mesh, under a plan, forward and
 // backward, on the CPU. The modules (nn/) are sharded as the plan's styles say, read
-// from the same walk that validates the plan (nn/execution_plan.hpp); MoE layers are
+// from the same walk that validates the plan (nn/detail/execution_plan.hpp); MoE layers are
 // meshplan's MoEBlock, which reads its own entries.
 //
 //   mp::nn::CausalLM<Mesh, Plan> model(spec, mesh, rank, source);
@@ -13,6 +13,8 @@
 // optional); each rank runs the sequences of its data member and, under sequence
 // parallelism, its chunk of their tokens. Every rank checks the whole batch, so bad
 // input fails alike everywhere.
+
+#include "meshplan/core/detail/public_begin.hpp"
 
 #include <cstdint>
 #include <exception>
@@ -29,20 +31,20 @@
 #include "meshplan/comm/communicator.hpp"
 #include "meshplan/core/diagnostic.hpp"
 #include "meshplan/core/tensor.hpp"
-#include "meshplan/cpu/cross_entropy.hpp"
+#include "meshplan/cpu/detail/cross_entropy.hpp"
 #include "meshplan/cpu/moe_backend.hpp"
 #include "meshplan/cpu/thread_pool.hpp"
 #include "meshplan/mesh/mesh_spec.hpp"
 #include "meshplan/model/model_spec.hpp"
 #include "meshplan/moe/moe_block.hpp"
-#include "meshplan/nn/attention.hpp"
-#include "meshplan/nn/dense_mlp.hpp"
-#include "meshplan/nn/embedding.hpp"
-#include "meshplan/nn/execution_plan.hpp"
-#include "meshplan/nn/mla_attention.hpp"
+#include "meshplan/nn/detail/attention.hpp"
+#include "meshplan/nn/detail/dense_mlp.hpp"
+#include "meshplan/nn/detail/embedding.hpp"
+#include "meshplan/nn/detail/execution_plan.hpp"
+#include "meshplan/nn/detail/mla_attention.hpp"
 #include "meshplan/nn/optimizer.hpp"
-#include "meshplan/nn/output_head.hpp"
-#include "meshplan/nn/rms_norm.hpp"
+#include "meshplan/nn/detail/output_head.hpp"
+#include "meshplan/nn/detail/rms_norm.hpp"
 #include "meshplan/placement/sharding.hpp"
 #include "meshplan/plan/lower.hpp"
 
@@ -498,3 +500,5 @@ class CausalLM {
 };
 
 }  // namespace meshplan::nn
+
+#include "meshplan/core/detail/public_end.hpp"

@@ -10,6 +10,8 @@
 // per piece; `name` is the piece's checkpoint name, under which state such as AdamW's
 // moments is kept).
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <cmath>
 #include <map>
 #include <span>
@@ -79,3 +81,5 @@ class AdamW {
 };
 
 }  // namespace meshplan::nn
+
+#include "meshplan/core/detail/public_end.hpp"

@@ -9,6 +9,8 @@
 // Values: norm weights 1 + U(-0.1, 0.1) (so they matter), DeepSeek-V3's correction bias
 // U(-0.05, 0.05), everything else U(-a, a) with a = sqrt(3) * 0.1 (standard deviation 0.1).
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -16,7 +18,7 @@
 
 #include "meshplan/core/tensor.hpp"
 #include "meshplan/nn/causal_lm.hpp"
-#include "meshplan/placement/slice.hpp"
+#include "meshplan/placement/detail/slice.hpp"
 
 namespace meshplan::nn {
 
@@ -58,3 +60,5 @@ inline ModelSource random_source(std::uint64_t seed) {
 }
 
 }  // namespace meshplan::nn
+
+#include "meshplan/core/detail/public_end.hpp"

@@ -6,13 +6,15 @@
 //   e.extent<0>()                               // C<128>
 //   t.extent(0)                                 // 4096
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <array>
 #include <concepts>
 #include <cstddef>
 #include <span>
 
 #include "meshplan/core/diagnostic.hpp"
-#include "meshplan/core/dynamic_values.hpp"
+#include "meshplan/core/detail/dynamic_values.hpp"
 #include "meshplan/core/size.hpp"
 
 namespace meshplan {
@@ -101,3 +103,5 @@ template <index_t... Es>
 inline constexpr bool is_extents_v<Extents<Es...>> = true;
 
 }  // namespace meshplan
+
+#include "meshplan/core/detail/public_end.hpp"

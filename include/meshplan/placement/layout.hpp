@@ -12,6 +12,8 @@
 // Illegal layouts do not compile: a wrong number of placements, a template argument that
 // is not a placement, a shard dim outside the tensor, a split factor below 1.
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <array>
 #include <cstddef>
 #include <string_view>
@@ -19,10 +21,10 @@
 
 #include "meshplan/core/diagnostic.hpp"
 #include "meshplan/core/size.hpp"
-#include "meshplan/core/type_name.hpp"
+#include "meshplan/core/detail/type_name.hpp"
 #include "meshplan/mesh/device_mesh.hpp"
 #include "meshplan/placement/extents.hpp"
-#include "meshplan/placement/layout_rules.hpp"
+#include "meshplan/placement/detail/layout_rules.hpp"
 #include "meshplan/placement/placement.hpp"
 #include "meshplan/placement/sharding.hpp"
 
@@ -143,3 +145,5 @@ class Layout {
 };
 
 }  // namespace meshplan
+
+#include "meshplan/core/detail/public_end.hpp"

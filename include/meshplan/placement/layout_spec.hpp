@@ -3,6 +3,8 @@
 // (plans lowered for a MeshSpec, the plan explorer, checkpoint I/O). Same rules and same
 // answers as Layout; a Layout converts to it.
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <cstddef>
 #include <span>
 #include <string_view>
@@ -11,11 +13,11 @@
 
 #include "meshplan/core/diagnostic.hpp"
 #include "meshplan/core/size.hpp"
-#include "meshplan/mesh/indexing.hpp"
+#include "meshplan/mesh/detail/indexing.hpp"
 #include "meshplan/mesh/mesh_spec.hpp"
 #include "meshplan/placement/extents.hpp"
 #include "meshplan/placement/layout.hpp"
-#include "meshplan/placement/layout_rules.hpp"
+#include "meshplan/placement/detail/layout_rules.hpp"
 #include "meshplan/placement/placement.hpp"
 #include "meshplan/placement/sharding.hpp"
 
@@ -74,3 +76,5 @@ class LayoutSpec {
 };
 
 }  // namespace meshplan
+
+#include "meshplan/core/detail/public_end.hpp"

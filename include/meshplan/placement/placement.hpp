@@ -12,6 +12,8 @@
 // The types are empty tags; PlacementSpec is the same information as a value, for code
 // that works at run time and for the constexpr rules.
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -135,3 +137,5 @@ template <class T>
 concept Placement = is_placement_v<T>;
 
 }  // namespace meshplan
+
+#include "meshplan/core/detail/public_end.hpp"

@@ -18,6 +18,8 @@
 // The planner is constexpr: `redistribution<FromLayout, ToLayout>::steps` is computed by
 // the compiler, and `plan_redistribution` gives the same steps at run time.
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <array>
 #include <cstddef>
 #include <span>
@@ -225,3 +227,5 @@ struct redistribution {
 };
 
 }  // namespace meshplan
+
+#include "meshplan/core/detail/public_end.hpp"

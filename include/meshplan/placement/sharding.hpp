@@ -13,13 +13,15 @@
 // n when the rank holds nothing (DTensor's out-of-range marker for empty shards).
 // Index lists are kept as runs of consecutive global indices.
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <cstddef>
 #include <span>
 #include <vector>
 
-#include "meshplan/core/macros.hpp"
+#include "meshplan/core/detail/macros.hpp"
 #include "meshplan/core/size.hpp"
-#include "meshplan/mesh/indexing.hpp"
+#include "meshplan/mesh/detail/indexing.hpp"
 #include "meshplan/placement/placement.hpp"
 
 namespace meshplan {
@@ -140,3 +142,5 @@ constexpr index_t uniform_local_extent(std::span<const index_t> axis_sizes, std:
 }
 
 }  // namespace meshplan
+
+#include "meshplan/core/detail/public_end.hpp"

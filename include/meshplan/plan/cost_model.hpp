@@ -28,7 +28,7 @@
 // all-to-all an all-to-all. Gradients of parameters that are replicated on an axis where
 // their inputs differ between ranks (data, expert or sequence parallel axes, head-sharded
 // norms) are summed once per training step (grad_sync: per rank on average over the group,
-// as comm/ordered_sum.hpp's chains send).
+// as comm/detail/ordered_sum.hpp's chains send).
 //
 // Not counted: control messages (the agreement flags before collectives, comm/agree.hpp;
 // the one count per member exchanged ahead of a gather of uneven pieces, as the loss's and
@@ -37,6 +37,8 @@
 // runs one training step of every family under every built-in plan and checks these
 // figures against the bytes nn::CausalLM's collectives send, per pass and per part of the
 // model (the all-to-alls at the step's own routing share).
+
+#include "meshplan/core/detail/public_begin.hpp"
 
 #include <cstddef>
 #include <optional>
@@ -48,14 +50,14 @@
 #include "meshplan/core/dtype.hpp"
 #include "meshplan/core/size.hpp"
 #include "meshplan/mesh/mesh_spec.hpp"
-#include "meshplan/model/flow.hpp"
+#include "meshplan/model/detail/flow.hpp"
 #include "meshplan/model/inventory.hpp"
 #include "meshplan/model/model_spec.hpp"
 #include "meshplan/placement/redistribute.hpp"
-#include "meshplan/plan/activation_check.hpp"
-#include "meshplan/plan/gradient_reduction.hpp"
+#include "meshplan/plan/detail/activation_check.hpp"
+#include "meshplan/plan/detail/gradient_reduction.hpp"
 #include "meshplan/plan/lower.hpp"
-#include "meshplan/plan/param_placement.hpp"
+#include "meshplan/plan/detail/param_placement.hpp"
 #include "meshplan/plan/plan.hpp"
 #include "meshplan/plan/plan_walk.hpp"
 #include "meshplan/plan/validate.hpp"
@@ -330,8 +332,8 @@ inline CostReport cost_model(const ModelSpec& model, const MeshSpec& mesh, std::
     }
   }
 
-  // Parameter bytes and the per-step gradient reductions (plan/gradient_reduction.hpp:
-  // the axes and the chain; comm/ordered_sum.hpp: the bytes, on average over the group one
+  // Parameter bytes and the per-step gradient reductions (plan/detail/gradient_reduction.hpp:
+  // the axes and the chain; comm/detail/ordered_sum.hpp: the bytes, on average over the group one
   // gradient per hand-over plus the broadcast: with one segment per member, what a ring
   // all-reduce sends; more where a member's tokens interleave with others', as for the
   // experts under ep_tp and ep_sp).
@@ -353,3 +355,5 @@ inline CostReport cost_model(const ModelSpec& model, const MeshSpec& mesh, std::
 }
 
 }  // namespace meshplan
+
+#include "meshplan/core/detail/public_end.hpp"

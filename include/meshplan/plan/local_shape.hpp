@@ -9,6 +9,8 @@
 // A dim whose split is not the same on every rank (torch.chunk's short last shard), or
 // depends on a mesh axis sized at run time, is `dynamic`; so is the element count then.
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <cstddef>
 #include <utility>
 
@@ -44,3 +46,5 @@ template <class L>
 inline constexpr index_t local_elements_v = detail::local_elements<L>();
 
 }  // namespace meshplan
+
+#include "meshplan/core/detail/public_end.hpp"

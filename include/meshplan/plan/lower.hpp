@@ -5,6 +5,8 @@
 //   auto params = mp::lower(Model::spec, mesh_spec, Plan::entries, rank);
 //   for (auto& p : params) p.name, p.global_shape, p.placements, p.local_shape ...
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <cstddef>
 #include <span>
 #include <string_view>
@@ -15,7 +17,7 @@
 #include "meshplan/model/inventory.hpp"
 #include "meshplan/model/model_spec.hpp"
 #include "meshplan/placement/layout_spec.hpp"
-#include "meshplan/plan/param_placement.hpp"
+#include "meshplan/plan/detail/param_placement.hpp"
 #include "meshplan/plan/plan.hpp"
 #include "meshplan/plan/validate.hpp"
 
@@ -66,3 +68,5 @@ std::vector<LoweredParam> lower(const DeviceMesh<Axes...>& mesh, index_t rank) {
 }
 
 }  // namespace meshplan
+
+#include "meshplan/core/detail/public_end.hpp"

@@ -15,6 +15,8 @@
 // or a name the model does not have, fails to compile with the rule's one message;
 // has_param_layout_v asks the same question without an error.
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <array>
 #include <cstddef>
 #include <string_view>
@@ -31,8 +33,8 @@
 #include "meshplan/placement/extents.hpp"
 #include "meshplan/placement/layout.hpp"
 #include "meshplan/placement/placement.hpp"
-#include "meshplan/plan/param_placement.hpp"
-#include "meshplan/plan/pattern.hpp"
+#include "meshplan/plan/detail/param_placement.hpp"
+#include "meshplan/plan/detail/pattern.hpp"
 #include "meshplan/plan/plan.hpp"
 #include "meshplan/plan/validate.hpp"
 
@@ -182,3 +184,5 @@ template <class Model, class Mesh, class P, fixed_string Name>
 inline constexpr bool has_param_layout_v = detail::has_param_layout<Model, Mesh, P, Name>();
 
 }  // namespace meshplan
+
+#include "meshplan/core/detail/public_end.hpp"

@@ -12,6 +12,8 @@
 // plan as constexpr data (EntrySpec), which validation and lowering read; plans built at
 // run time are vectors of the same EntrySpec.
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <array>
 #include <cstddef>
 #include <span>
@@ -20,7 +22,7 @@
 
 #include "meshplan/core/diagnostic.hpp"
 #include "meshplan/core/fixed_string.hpp"
-#include "meshplan/core/type_name.hpp"
+#include "meshplan/core/detail/type_name.hpp"
 #include "meshplan/plan/style.hpp"
 
 namespace meshplan {
@@ -143,3 +145,5 @@ template <PlanType... Plans>
 using plan_cat_t = typename detail::plan_cat<typename Plans::plan_type...>::type;
 
 }  // namespace meshplan
+
+#include "meshplan/core/detail/public_end.hpp"

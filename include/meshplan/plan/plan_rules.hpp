@@ -3,6 +3,8 @@
 // returns an empty Message when it holds. validate.hpp applies them in order; the same
 // functions run at compile time (static sizes) and at run time.
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <array>
 #include <cstddef>
 #include <span>
@@ -195,3 +197,5 @@ constexpr Message sequence_divisible(std::string_view axis, index_t tokens, inde
 }
 
 }  // namespace meshplan::plan_rules
+
+#include "meshplan/core/detail/public_end.hpp"

@@ -2,6 +2,8 @@
 // A validated plan on a run-time mesh, ready to have its activation flow walked: what the
 // cost model, the token layout of the MoE block and the sequence-parallel checks read.
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <cstddef>
 #include <span>
 #include <string_view>
@@ -9,12 +11,12 @@
 
 #include "meshplan/core/diagnostic.hpp"
 #include "meshplan/mesh/mesh_spec.hpp"
-#include "meshplan/model/flow.hpp"
+#include "meshplan/model/detail/flow.hpp"
 #include "meshplan/model/inventory.hpp"
 #include "meshplan/model/model_spec.hpp"
-#include "meshplan/plan/activation_check.hpp"
-#include "meshplan/plan/mesh_view.hpp"
-#include "meshplan/plan/param_placement.hpp"
+#include "meshplan/plan/detail/activation_check.hpp"
+#include "meshplan/plan/detail/mesh_view.hpp"
+#include "meshplan/plan/detail/param_placement.hpp"
 #include "meshplan/plan/plan.hpp"
 #include "meshplan/plan/plan_rules.hpp"
 #include "meshplan/plan/validate.hpp"
@@ -81,3 +83,5 @@ inline void validate_tokens(const ModelSpec& model, const MeshSpec& mesh, std::s
 }
 
 }  // namespace meshplan
+
+#include "meshplan/core/detail/public_end.hpp"

@@ -15,11 +15,13 @@
 // (style, output placement) pair is one row of the style table, since each inserts other
 // collectives; the long names (`rowwise_reduce_scatter`) remain as aliases.
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <string_view>
 
 #include "meshplan/core/diagnostic.hpp"
 #include "meshplan/core/fixed_string.hpp"
-#include "meshplan/core/type_name.hpp"
+#include "meshplan/core/detail/type_name.hpp"
 #include "meshplan/placement/placement.hpp"
 #include "meshplan/plan/style_table.hpp"
 
@@ -202,3 +204,5 @@ concept Style = requires {
 };
 
 }  // namespace meshplan
+
+#include "meshplan/core/detail/public_end.hpp"

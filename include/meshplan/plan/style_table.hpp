@@ -14,6 +14,8 @@
 // the token (sequence) dim, or sharded on the feature dim; partial sums never leave a style
 // (rowwise reduces them itself, by all-reduce or by reduce-scatter).
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -380,3 +382,5 @@ constexpr bool is_hook(StyleKind k) noexcept { return style_info(k).hook; }
 constexpr bool splits_model(StyleKind k) noexcept { return style_info(k).splits_model; }
 
 }  // namespace meshplan
+
+#include "meshplan/core/detail/public_end.hpp"

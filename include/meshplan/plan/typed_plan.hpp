@@ -22,6 +22,8 @@
 // stay usable in constant expressions, where plain C++20 would need each of those written
 // here again for one type list.
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <cstddef>
 #include <string_view>
 #include <type_traits>
@@ -115,3 +117,5 @@ constexpr ParamInfo param_info_of(Pair element) noexcept {
 }
 
 }  // namespace meshplan
+
+#include "meshplan/core/detail/public_end.hpp"

@@ -19,6 +19,8 @@
 //   activation placements agree from one module to the next on every axis.
 // Rules that need an axis size known only at run time are checked at run time.
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <array>
 #include <cstddef>
 #include <span>
@@ -26,21 +28,21 @@
 #include <vector>
 
 #include "meshplan/core/diagnostic.hpp"
-#include "meshplan/core/type_name.hpp"
+#include "meshplan/core/detail/type_name.hpp"
 #include "meshplan/mesh/device_mesh.hpp"
-#include "meshplan/mesh/mesh_rules.hpp"
+#include "meshplan/mesh/detail/mesh_rules.hpp"
 #include "meshplan/mesh/mesh_spec.hpp"
-#include "meshplan/model/flow.hpp"
+#include "meshplan/model/detail/flow.hpp"
 #include "meshplan/model/inventory.hpp"
-#include "meshplan/model/model_rules.hpp"
+#include "meshplan/model/detail/model_rules.hpp"
 #include "meshplan/model/model_spec.hpp"
-#include "meshplan/plan/activation_check.hpp"
-#include "meshplan/plan/mesh_view.hpp"
-#include "meshplan/plan/param_placement.hpp"
-#include "meshplan/plan/pattern.hpp"
+#include "meshplan/plan/detail/activation_check.hpp"
+#include "meshplan/plan/detail/mesh_view.hpp"
+#include "meshplan/plan/detail/param_placement.hpp"
+#include "meshplan/plan/detail/pattern.hpp"
 #include "meshplan/plan/plan.hpp"
 #include "meshplan/plan/plan_rules.hpp"
-#include "meshplan/plan/style_semantics.hpp"
+#include "meshplan/plan/detail/style_semantics.hpp"
 
 namespace meshplan {
 
@@ -209,3 +211,5 @@ void validate_world_size(const M& mesh, index_t world) {
 }
 
 }  // namespace meshplan
+
+#include "meshplan/core/detail/public_end.hpp"

@@ -16,6 +16,8 @@
 // The timeout is NcclOptions::timeout, by default collective_timeout(), which reads
 // MESHPLAN_NCCL_TIMEOUT_S (seconds) and is otherwise default_collective_timeout.
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <chrono>
 #include <concepts>
 #include <cstdlib>
@@ -162,3 +164,5 @@ class PollPause {
 };
 
 }  // namespace meshplan::cuda
+
+#include "meshplan/core/detail/public_end.hpp"

@@ -8,20 +8,22 @@
 //     comm.all_to_all_v(send, send_counts, recv, recv_counts, ep, "dispatch");   // device spans
 //   });
 //
-// The collectives are ThreadComm's, P2PEngine's (comm/p2p_engine.hpp), over device memory
+// The collectives are ThreadComm's, P2PEngine's (comm/detail/p2p_engine.hpp), over device memory
 // (device_mover.cuh): a member finishes its stream's work, publishes its buffers, waits for
 // the group, enqueues the copies (or the ordered reduction) reading its peers' buffers on
 // its own stream, finishes them, and waits for the group again. So it gives ThreadComm's
 // bits, checks and CommStats. host() gives the same ranks as a ThreadComm for small
 // host-side exchanges (counts, agreement).
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <cuda_runtime_api.h>
 
-#include "meshplan/comm/p2p_engine.hpp"
-#include "meshplan/comm/rendezvous.hpp"
+#include "meshplan/comm/detail/p2p_engine.hpp"
+#include "meshplan/comm/detail/rendezvous.hpp"
 #include "meshplan/comm/thread_comm.hpp"
 #include "meshplan/core/size.hpp"
-#include "meshplan/cuda/comm/device_mover.cuh"
+#include "meshplan/cuda/comm/detail/device_mover.cuh"
 #include "meshplan/cuda/core/error.cuh"
 
 namespace meshplan::cuda {
@@ -63,3 +65,5 @@ void CudaLocalWorld::run(F&& fn) {
 }
 
 }  // namespace meshplan::cuda
+
+#include "meshplan/core/detail/public_end.hpp"

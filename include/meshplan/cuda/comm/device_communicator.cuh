@@ -3,6 +3,8 @@
 // rank's stream (CudaLocalComm, NcclComm), with host() giving the same ranks for small
 // exchanges of host memory (counts, agreement on errors).
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <cuda_runtime_api.h>
 
 #include <concepts>
@@ -19,3 +21,5 @@ concept DeviceCommunicator = Communicator<C> && requires(C& c) {
 };
 
 }  // namespace meshplan::cuda
+
+#include "meshplan/core/detail/public_end.hpp"

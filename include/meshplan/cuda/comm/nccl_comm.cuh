@@ -39,6 +39,8 @@
 // collective left in flight would hang later in a plain cudaStreamSynchronize, where
 // nothing polls, instead of failing here with a message.
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <cuda_runtime_api.h>
 #include <nccl.h>
 
@@ -53,12 +55,12 @@
 #include <vector>
 
 #include "meshplan/comm/agree.hpp"
-#include "meshplan/comm/collective_checks.hpp"
-#include "meshplan/comm/collective_rules.hpp"
+#include "meshplan/comm/detail/collective_checks.hpp"
+#include "meshplan/comm/detail/collective_rules.hpp"
 #include "meshplan/comm/communicator.hpp"
 #include "meshplan/comm/mpi_comm.hpp"
 #include "meshplan/cuda/comm/collective_failure.cuh"
-#include "meshplan/cuda/comm/device_mover.cuh"
+#include "meshplan/cuda/comm/detail/device_mover.cuh"
 #include "meshplan/cuda/core/buffer.cuh"
 #include "meshplan/cuda/core/error.cuh"
 
@@ -392,3 +394,5 @@ class NcclComm {
 };
 
 }  // namespace meshplan::cuda
+
+#include "meshplan/core/detail/public_end.hpp"

@@ -20,6 +20,8 @@
 // synchronizes once a step, so every step would allocate from the driver again.
 // release_pooled_memory() gives the cached memory back when it is no longer wanted.
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <cuda_runtime_api.h>
 
 #include <cstddef>
@@ -279,3 +281,5 @@ class PinnedStaging {
 };
 
 }  // namespace meshplan::cuda
+
+#include "meshplan/core/detail/public_end.hpp"

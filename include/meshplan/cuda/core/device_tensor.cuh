@@ -7,6 +7,8 @@
 //   mp::cuda::DeviceTensor<mp::bfloat16> x = mp::cuda::to_device(host_x, stream);
 //   mp::Tensor<mp::bfloat16> y = mp::cuda::to_host(block.forward(comm, x), stream);
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <cuda_runtime_api.h>
 
 #include <span>
@@ -19,7 +21,7 @@
 #include "meshplan/core/size.hpp"
 #include "meshplan/core/tensor.hpp"
 #include "meshplan/cuda/core/buffer.cuh"
-#include "meshplan/cuda/core/device_types.cuh"
+#include "meshplan/cuda/core/detail/device_types.cuh"
 
 namespace meshplan::cuda {
 
@@ -106,3 +108,5 @@ Tensor<T> to_host(const DeviceTensor<T>& device, cudaStream_t stream) {
 }
 
 }  // namespace meshplan::cuda
+
+#include "meshplan/core/detail/public_end.hpp"

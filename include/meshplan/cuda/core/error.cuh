@@ -1,6 +1,8 @@
 #pragma once
 // CUDA errors as exceptions that say what failed and where.
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <cuda_runtime_api.h>
 
 #include <stdexcept>
@@ -52,3 +54,5 @@ inline int current_sm() {
 }
 
 }  // namespace meshplan::cuda
+
+#include "meshplan/core/detail/public_end.hpp"

@@ -9,6 +9,8 @@
 // column-major, y^T[o, n] = w[o, i] . x^T[i, n]: OP_T on the weight (stored [o, i],
 // leading dim i), OP_N on the rows (leading dim i), output leading dim o.
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
@@ -22,10 +24,10 @@
 #include "meshplan/core/diagnostic.hpp"
 #include "meshplan/core/size.hpp"
 #include "meshplan/cuda/core/buffer.cuh"
-#include "meshplan/cuda/core/device_types.cuh"
+#include "meshplan/cuda/core/detail/device_types.cuh"
 #include "meshplan/cuda/core/error.cuh"
-#include "meshplan/cuda/core/launch.cuh"
-#include "meshplan/cuda/permute/kernels.cuh"
+#include "meshplan/cuda/core/detail/launch.cuh"
+#include "meshplan/cuda/permute/detail/kernels.cuh"
 
 namespace meshplan::cuda {
 
@@ -241,3 +243,5 @@ class CublasExperts {
 };
 
 }  // namespace meshplan::cuda
+
+#include "meshplan/core/detail/public_end.hpp"

@@ -12,6 +12,8 @@
 // launch is one grid dimension of row tiles times column blocks, the column blocks of a
 // row tile consecutive (tile_work), so the blocks in flight share their A rows in L2.
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <cuda_bf16.h>
 #include <cuda_runtime_api.h>
 
@@ -24,9 +26,9 @@
 #include "meshplan/core/size.hpp"
 #include "meshplan/cuda/core/buffer.cuh"
 #include "meshplan/cuda/core/error.cuh"
-#include "meshplan/cuda/experts/grouped_gemm.cuh"
-#include "meshplan/cuda/experts/tiles.cuh"
-#include "meshplan/cuda/experts/wgmma_gemm.cuh"
+#include "meshplan/cuda/experts/detail/grouped_gemm.cuh"
+#include "meshplan/cuda/experts/detail/tiles.cuh"
+#include "meshplan/cuda/experts/detail/wgmma_gemm.cuh"
 
 namespace meshplan::cuda {
 
@@ -188,3 +190,5 @@ inline ExpertPath device_expert_path(bool bf16) {
 }
 
 }  // namespace meshplan::cuda
+
+#include "meshplan/core/detail/public_end.hpp"

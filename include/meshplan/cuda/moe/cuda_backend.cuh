@@ -26,6 +26,8 @@
 // bits; the rest are small kernels there (combine, router and SwiGLU backward,
 // unpermute-add, the finiteness check: one device-to-host copy).
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -37,18 +39,18 @@
 #include <vector>
 
 #include "meshplan/core/diagnostic.hpp"
-#include "meshplan/core/row_block.hpp"
+#include "meshplan/core/detail/row_block.hpp"
 #include "meshplan/cuda/core/buffer.cuh"
 #include "meshplan/cuda/core/device_tensor.cuh"
-#include "meshplan/cuda/core/device_types.cuh"
-#include "meshplan/cuda/core/launch.cuh"
-#include "meshplan/cuda/experts/cublas_dgrad.cuh"
+#include "meshplan/cuda/core/detail/device_types.cuh"
+#include "meshplan/cuda/core/detail/launch.cuh"
+#include "meshplan/cuda/experts/detail/cublas_dgrad.cuh"
 #include "meshplan/cuda/experts/cublas_experts.cuh"
-#include "meshplan/cuda/experts/expert_mlp.cuh"
-#include "meshplan/cuda/moe/backward_kernels.cuh"
-#include "meshplan/cuda/moe/device_weights.cuh"
+#include "meshplan/cuda/experts/detail/expert_mlp.cuh"
+#include "meshplan/cuda/moe/detail/backward_kernels.cuh"
+#include "meshplan/cuda/moe/detail/device_weights.cuh"
 #include "meshplan/cuda/permute/device_permute.cuh"
-#include "meshplan/cuda/permute/kernels.cuh"
+#include "meshplan/cuda/permute/detail/kernels.cuh"
 #include "meshplan/cuda/router/device_router.cuh"
 #include "meshplan/model/model_spec.hpp"
 #include "meshplan/model/routing.hpp"
@@ -434,3 +436,5 @@ inline MoEGradients to_host(const DeviceMoEGradients& g, cudaStream_t stream) {
 }
 
 }  // namespace meshplan::cuda
+
+#include "meshplan/core/detail/public_end.hpp"

@@ -15,6 +15,8 @@
 // regroup          rows received per (source, local expert) into expert-major order, or back
 // combine          out[t] = sum over slots, in order, of w[t, s] * y[row of (t, s)]
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <cuda_runtime_api.h>
 
 #include <cub/device/device_histogram.cuh>
@@ -28,13 +30,13 @@
 #include <vector>
 
 #include "meshplan/core/diagnostic.hpp"
-#include "meshplan/core/row_block.hpp"
+#include "meshplan/core/detail/row_block.hpp"
 #include "meshplan/cuda/core/buffer.cuh"
-#include "meshplan/cuda/core/device_types.cuh"
+#include "meshplan/cuda/core/detail/device_types.cuh"
 #include "meshplan/cuda/core/error.cuh"
-#include "meshplan/cuda/core/launch.cuh"
-#include "meshplan/cuda/permute/kernels.cuh"
-#include "meshplan/cuda/permute/policy.cuh"
+#include "meshplan/cuda/core/detail/launch.cuh"
+#include "meshplan/cuda/permute/detail/kernels.cuh"
+#include "meshplan/cuda/permute/detail/policy.cuh"
 
 namespace meshplan::cuda {
 
@@ -216,7 +218,7 @@ struct DevicePermute {
   }
 
   /// Rows received as (source, local expert) blocks into expert-major order (`inverse`:
-  /// back). `blocks` come from regroup_blocks (moe/dispatch_plan.hpp); they are uploaded into `table`.
+  /// back). `blocks` come from regroup_blocks (moe/detail/dispatch_plan.hpp); they are uploaded into `table`.
   template <DeviceElement T>
   static void regroup(const T* in, T* out, std::span<const RowBlock> blocks, long long hidden, bool inverse,
                       DeviceBuffer<kernels::RowBlock>& table, cudaStream_t stream) {
@@ -324,3 +326,5 @@ struct DevicePermute {
 };
 
 }  // namespace meshplan::cuda
+
+#include "meshplan/core/detail/public_end.hpp"

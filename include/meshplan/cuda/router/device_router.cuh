@@ -1,7 +1,7 @@
 #pragma once
 // DeviceRouter: the routers of the three MoE families fused into one kernel: the logits of
 // a token (x . gate_e for every expert e), then its top-k experts and weights, as
-// cpu/router.hpp and docs/execution.md define them.
+// cpu/detail/router.hpp and docs/execution.md define them.
 //
 // The logits are a small GEMM (tokens x hidden times hidden x experts), and at real sizes
 // (32K tokens, 128 experts, hidden 2048) its cost is what matters. A block takes a tile of
@@ -10,7 +10,7 @@
 // allow), so every gate element read from memory serves the whole token tile and every
 // token element the whole expert tile; each thread keeps 4 x 4 (token, expert) logits in
 // registers. Each logit is still one fp32 accumulator that runs over h = 0..H-1 in order
-// with fused multiply-adds, as cpu/linear.hpp's dot does, so the logits are the CPU's bit for
+// with fused multiply-adds, as cpu/detail/linear.hpp's dot does, so the logits are the CPU's bit for
 // bit, whatever the tiles, and a token's logits never depend on the other tokens of the
 // batch (which ranks hold which tokens cannot change a routing). The block then keeps its
 // tokens' logits in shared memory and one warp per token selects: scores, warp-wide arg
@@ -34,6 +34,8 @@
 //  - where the choice is the same, the weights are within router_agreement::weight_bound of
 //    the CPU's, relative (again for scores in the normal range).
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <cuda_runtime_api.h>
 
 #include <cfloat>
@@ -43,9 +45,9 @@
 
 #include "meshplan/core/diagnostic.hpp"
 #include "meshplan/model/routing.hpp"
-#include "meshplan/cuda/core/device_types.cuh"
+#include "meshplan/cuda/core/detail/device_types.cuh"
 #include "meshplan/cuda/core/error.cuh"
-#include "meshplan/model/model_rules.hpp"
+#include "meshplan/model/detail/model_rules.hpp"
 #include "meshplan/model/model_spec.hpp"
 
 namespace meshplan::cuda {
@@ -471,3 +473,5 @@ struct DeviceRouter {
 };
 
 }  // namespace meshplan::cuda
+
+#include "meshplan/core/detail/public_end.hpp"

@@ -10,6 +10,8 @@
 // (first_k_dense_replace >= num_hidden_layers), the shared experts (n_shared_experts 0) and
 // the low-rank query projections (q_lora_rank null: a plain q_proj; see parts.hpp).
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include "meshplan/plan/builtin/parts.hpp"
 
 namespace meshplan::plans::deepseek_v3 {
@@ -49,3 +51,5 @@ struct etp : plan_cat_t<tp_ends<TP>, replicated_layer_norms, tp_mla<TP>, tp_mlp<
                        tp_mlp<"layers.*.mlp.shared_experts", TP, optional>> {};
 
 }  // namespace meshplan::plans::deepseek_v3
+
+#include "meshplan/core/detail/public_end.hpp"

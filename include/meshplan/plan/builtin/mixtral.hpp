@@ -2,6 +2,8 @@
 // Built-in plans for Mixtral (grouped-query attention, MoE in every layer); the same
 // shapes as qwen3_moe.hpp without the per-head q/k norms.
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include "meshplan/plan/builtin/parts.hpp"
 
 namespace meshplan::plans::mixtral {
@@ -29,3 +31,5 @@ template <fixed_string EP = "ep", fixed_string TP = "tp">
 struct etp : plan_cat_t<tp_ends<TP>, replicated_layer_norms, tp_gqa<TP>, ep_router<EP>, ep_etp_experts<EP, TP>> {};
 
 }  // namespace meshplan::plans::mixtral
+
+#include "meshplan/core/detail/public_end.hpp"

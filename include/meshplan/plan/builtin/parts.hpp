@@ -2,6 +2,8 @@
 // Building blocks of the built-in plans: the entries for one part of a model under one
 // kind of parallelism. Family plans (qwen3_moe.hpp, ...) put them together with plan_cat_t.
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include "meshplan/core/fixed_string.hpp"
 #include "meshplan/plan/plan.hpp"
 #include "meshplan/plan/style.hpp"
@@ -134,3 +136,5 @@ template <fixed_string TP>
 struct token_split_mlp_scope : Plan<Entry<"layers.*.mlp", split_input<TP>, gather_output<TP>>> {};
 
 }  // namespace meshplan::plans::parts
+
+#include "meshplan/core/detail/public_end.hpp"

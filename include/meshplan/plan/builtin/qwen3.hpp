@@ -1,6 +1,8 @@
 #pragma once
 // Built-in plans for dense Qwen3: tensor parallelism, with or without sequence parallelism.
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include "meshplan/plan/builtin/parts.hpp"
 
 namespace meshplan::plans::qwen3 {
@@ -15,3 +17,5 @@ struct tp_sp : plan_cat_t<sp_ends<TP>, sp_layer_norms<TP>, sp_gqa<TP>, tp_qk_nor
                          sp_mlp<"layers.*.mlp", TP>> {};
 
 }  // namespace meshplan::plans::qwen3
+
+#include "meshplan/core/detail/public_end.hpp"

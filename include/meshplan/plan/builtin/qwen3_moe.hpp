@@ -12,6 +12,8 @@
 //   etp<EP, TP>     expert tensor parallelism: experts over EP, their intermediate dim
 //                   over TP, attention TP on TP
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include "meshplan/plan/builtin/parts.hpp"
 
 namespace meshplan::plans::qwen3_moe {
@@ -42,3 +44,5 @@ struct etp : plan_cat_t<tp_ends<TP>, replicated_layer_norms, tp_gqa<TP>, tp_qk_n
                        ep_etp_experts<EP, TP>> {};
 
 }  // namespace meshplan::plans::qwen3_moe
+
+#include "meshplan/core/detail/public_end.hpp"

@@ -9,6 +9,8 @@
 // table and the typed dispatch both read that list, so a new plan is one line here and
 // every table-driven test picks it up.
 
+#include "meshplan/core/detail/public_begin.hpp"
+
 #include <array>
 #include <cstddef>
 #include <span>
@@ -180,3 +182,5 @@ void with_moe_builtin_plan(Family family, std::string_view name, F&& f) {
 }
 
 }  // namespace meshplan::plans
+
+#include "meshplan/core/detail/public_end.hpp"
